@@ -1,0 +1,114 @@
+"""The positional-encoding interface every PE implements.
+
+PEs fall into three families (cf. x-transformers): some transform q and k (RoPE and its scaled variants), some add a
+distance bias to the scores (ALiBi), and some change the score function itself (TAPA). The attention module never asks
+which PE it has: it calls :meth:`PositionalEncoding.attend`, whose default applies :meth:`transform_qk` and
+:meth:`score_bias` and calls the fused causal kernel. A PE that changes the score overrides ``attend``.
+
+Positions. ``positions`` is a 1-D LongTensor holding the absolute positions of the keys, shape ``(Lk,)``; they are
+consecutive (``positions[t] = start + t``). Queries are the last ``Lq`` of them (``Lq <= Lk``): training has ``Lq == Lk``,
+chunked evaluation and KV-cache decoding have ``Lq < Lk``. Attention is causal: the query at position ``p`` sees the
+keys at positions ``<= p``.
+
+Life cycle. A PE is built from YAML (``class_path`` + ``init_args``) before the model knows it, so the model calls
+:meth:`bind` with the head geometry; ``bind`` validates the geometry and creates any buffers or parameters. Each
+attention layer owns its own bound copy, so learnable PE parameters (e.g. TAPA's per-head alpha) are per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from tapa_lab.kernels import causal_attention
+
+Backend = Literal["auto", "triton", "torch"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field and what is allowed."""
+
+
+def require(condition: bool, field: str, allowed: str, value: object) -> None:
+    """Raise :class:`ConfigError` naming ``field``, the ``allowed`` values and the offending ``value``."""
+    if not condition:
+        raise ConfigError(f"{field} = {value!r} is not allowed: {field} must be {allowed}.")
+
+
+class PositionalEncoding(nn.Module):
+    """Base class of every positional encoding; on its own it adds no position information (NoPE).
+
+    Args:
+        backend: attention implementation: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
+    """
+
+    def __init__(self, backend: Backend = "auto") -> None:
+        super().__init__()
+        require(backend in ("auto", "triton", "torch"), "backend", "one of auto, triton, torch", backend)
+        self.backend = backend
+        self.n_heads = 0
+        self.n_kv_heads = 0
+        self.head_dim = 0
+
+    def bind(self, n_heads: int, n_kv_heads: int, head_dim: int) -> None:
+        """Attach the head geometry of the attention layer that owns this PE; validate it; build buffers.
+
+        Subclasses extend this (call ``super().bind``) to check their constraints and to create state.
+        """
+        require(n_heads >= 1, "model.n_heads", ">= 1", n_heads)
+        require(n_kv_heads >= 1 and n_heads % n_kv_heads == 0, "model.n_kv_heads", f"a divisor of n_heads={n_heads}",
+                n_kv_heads)
+        require(head_dim >= 1, "head_dim (d_model / n_heads)", ">= 1", head_dim)
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+
+    @property
+    def softmax_scale(self) -> float:
+        """The factor applied to q.k before the softmax (1/sqrt(D) by default)."""
+        return 1.0 / math.sqrt(self.head_dim)
+
+    def transform_qk(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotate or rescale q and k by position. Identity by default.
+
+        Args:
+            q: queries, ``(B, H, Lq, D)``.
+            k: keys, ``(B, Hkv, Lk, D)``.
+            positions: absolute key positions, ``(Lk,)``; queries sit at ``positions[-Lq:]``.
+
+        Returns:
+            ``(q, k)`` with the same shapes and dtypes.
+        """
+        return q, k
+
+    def score_bias(self) -> Tensor | None:
+        """Per-head slopes ``m`` of a linear distance bias ``-m_h * (i - j)`` added to the scores, shape ``(H,)``.
+
+        ``None`` (the default) adds nothing.
+        """
+        return None
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor) -> Tensor:
+        """Causal attention of q over (k, v) with this PE.
+
+        Args:
+            q: ``(B, H, Lq, D)``.
+            k: ``(B, Hkv, Lk, D)``, ``H % Hkv == 0`` (grouped-query attention without repeating k/v).
+            v: ``(B, Hkv, Lk, D)``.
+            positions: absolute key positions, ``(Lk,)``; queries sit at ``positions[-Lq:]``.
+
+        Returns:
+            ``(B, H, Lq, D)``.
+        """
+        q, k = self.transform_qk(q, k, positions)
+        return causal_attention(q, k, v, scale=self.softmax_scale, alibi_slopes=self.score_bias(),
+                                backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend}"
+
+
+def default_positions(length: int, device: torch.device | str | None = None) -> Tensor:
+    """Positions ``0 .. length-1`` as a LongTensor of shape ``(length,)``."""
+    return torch.arange(length, device=device)
