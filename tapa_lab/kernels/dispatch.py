@@ -1,24 +1,93 @@
-"""Backend dispatch for the attention kernels: ``auto`` = Triton on CUDA, PyTorch elsewhere."""
+"""Backend dispatch for the attention kernels: ``auto`` = Triton on CUDA, PyTorch elsewhere.
+
+``backend="triton"`` on CPU tensors runs the Triton kernels through Triton's interpreter, which needs
+``TRITON_INTERPRET=1`` in the environment before triton is first imported; without it the call fails with an error
+saying so. ``backend="torch"`` always takes the PyTorch path. The Triton modules are imported on first use, so
+importing this package never imports triton.
+"""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import math
+import os
+
 from torch import Tensor
 
-from tapa_lab.kernels.reference import causal_attention_reference, tapa_attention_reference
+from tapa_lab.kernels.causal_torch import causal_attention_torch
+from tapa_lab.kernels.tapa_torch import tapa_attention_torch
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+def interpreter_enabled() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (``triton.jit`` reads it when defining a kernel)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on")
+
+
+def _use_triton(backend: str, x: Tensor) -> bool:
+    """Whether a call with this ``backend`` on tensors like ``x`` runs the Triton kernels."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend = {backend!r} is not allowed: backend must be one of {', '.join(BACKENDS)}.")
+    if backend == "torch" or (backend == "auto" and not x.is_cuda):
+        return False
+    if not x.is_cuda and not interpreter_enabled():
+        raise RuntimeError(f"backend='triton' got tensors on {x.device}: Triton runs on CPU only through its "
+                           "interpreter; set TRITON_INTERPRET=1 in the environment before triton is imported, or use "
+                           "backend='torch' (or 'auto').")
+    return True
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, alibi_slopes: Tensor | None = None,
-                     backend: str = "auto") -> Tensor:
-    """Causal attention, queries at the last Lq of Lk positions. q ``(B,H,Lq,D)``, k/v ``(B,Hkv,Lk,D)``."""
-    if alibi_slopes is None and q.shape[2] == k.shape[2]:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                              enable_gqa=q.shape[1] != k.shape[1])
-    return causal_attention_reference(q, k, v, scale, alibi_slopes)
+                     backend: str = "auto", chunk_size: int | None = None) -> Tensor:
+    """Causal attention, with an optional ALiBi bias; queries sit at the last ``Lq`` of the ``Lk`` key positions.
+
+    score(i, j) = scale q_i . k_j - m_h (i - j), keys j <= i only.
+
+    Args:
+        q: ``(B, H, Lq, D)``.
+        k: ``(B, Hkv, Lk, D)``, ``H % Hkv == 0`` (grouped-query attention; K and V are never repeated).
+        v: ``(B, Hkv, Lk, Dv)``.
+        scale: factor of q . k (usually 1/sqrt(D)).
+        alibi_slopes: ALiBi slopes ``m``, ``(H,)``; ``None`` for plain causal attention.
+        backend: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
+        chunk_size: query rows per block on the PyTorch path; ``None`` chooses.
+
+    Returns:
+        ``(B, H, Lq, Dv)``.
+    """
+    if _use_triton(backend, q):
+        from tapa_lab.kernels.triton_attention import causal_attention_triton
+
+        return causal_attention_triton(q, k, v, scale=scale, alibi_slopes=alibi_slopes)
+    return causal_attention_torch(q, k, v, scale=scale, alibi_slopes=alibi_slopes, chunk_size=chunk_size)
 
 
 def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tensor, v: Tensor, *,
                    alpha: float | Tensor, amp_scale: float, phase_scale: float, two_pi: bool = True,
                    backend: str = "auto", chunk_size: int | None = None) -> Tensor:
-    """TAPA attention (TAPA.md eq. 12); shapes as :func:`tapa_lab.kernels.reference.tapa_attention_reference`."""
-    return tapa_attention_reference(q_amp, k_amp, q_phase, k_phase, v, alpha, amp_scale, phase_scale, two_pi)
+    """TAPA attention (TAPA.md eq. 12); queries sit at the last ``Lq`` of the ``Lk`` key positions.
+
+    score(i, j) = amp_scale (qA_i . kA_j) * cos(c |i-j|^alpha phase_scale (qP_i . kP_j)), c = 2 pi (or 1), causal.
+
+    Args:
+        q_amp: ``(B, H, Lq, Da)``; k_amp: ``(B, Hkv, Lk, Da)``, ``H % Hkv == 0``.
+        q_phase: ``(B, H, Lq, Dp)``; k_phase: ``(B, Hkv, Lk, Dp)``.
+        v: ``(B, Hkv, Lk, Dv)``.
+        alpha: distance exponent, a float or a per-head tensor ``(H,)`` (differentiable).
+        amp_scale: factor of the amplitude dot product (1/sqrt(Da)).
+        phase_scale: factor of the phase dot product (1/sqrt(Dp)).
+        two_pi: multiply the phase by 2 pi (the paper's formula); false drops the factor.
+        backend: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
+        chunk_size: query rows per block on the PyTorch path; ``None`` chooses. The Triton path ignores it.
+
+    Returns:
+        ``(B, H, Lq, Dv)``.
+    """
+    phase_factor = phase_scale * (2 * math.pi if two_pi else 1.0)
+    if _use_triton(backend, q_amp):
+        from tapa_lab.kernels.triton_attention import tapa_attention_triton
+
+        return tapa_attention_triton(q_amp, k_amp, q_phase, k_phase, v, alpha=alpha, amp_scale=amp_scale,
+                                     phase_scale=phase_factor)
+    return tapa_attention_torch(q_amp, k_amp, q_phase, k_phase, v, alpha=alpha, amp_scale=amp_scale,
+                                phase_scale=phase_factor, chunk_size=chunk_size)

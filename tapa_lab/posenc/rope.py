@@ -18,11 +18,12 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
     Args:
         x: ``(B, H, L, D)``.
-        cos, sin: ``(L, R/2)`` float32.
+        cos, sin: ``(L, R/2)``, float32 or float64; the rotation runs in the wider of x's dtype and float32.
     """
     half = cos.shape[-1]
+    compute = torch.promote_types(x.dtype, torch.float32)
     x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    x1f, x2f = x1.float(), x2.float()
+    x1f, x2f, cos, sin = x1.to(compute), x2.to(compute), cos.to(compute), sin.to(compute)
     out1 = x1f * cos - x2f * sin
     out2 = x2f * cos + x1f * sin
     return torch.cat([out1.to(x.dtype), out2.to(x.dtype), rest], dim=-1)
@@ -67,9 +68,9 @@ class RoPE(PositionalEncoding):
         return 1.0
 
     def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """cos and sin of ``positions * w``, each ``(L, R/2)`` float32 (angles formed in float64)."""
+        """cos and sin of ``positions * w``, each ``(L, R/2)`` float64 (exact angles even at long positions)."""
         angles = positions.to(torch.float64)[:, None] * self.inv_freq().to(positions.device)[None, :]
-        return angles.cos().float(), angles.sin().float()
+        return angles.cos(), angles.sin()
 
     def transform_qk(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
         cos, sin = self.cos_sin(positions)

@@ -89,7 +89,8 @@ class TAPA(PositionalEncoding):
 class TAPALinearPhase(TAPA):
     """TAPA with the linear phase of the paper's ablation (eq. 16): phi = (sum(qP_i) + sum(kP_j)) / sqrt(Dp).
 
-    Written as the dot product of [sum qP, 1] and [1, sum kP], so it runs on the same kernel. Arguments as :class:`TAPA`.
+    Written as the dot product of [sum qP, 1] and [1, sum kP], so it runs on the same kernel.
+    Arguments as :class:`TAPA`.
     """
 
     def phase_vectors(self, q_phase: Tensor, k_phase: Tensor) -> tuple[Tensor, Tensor, float]:

@@ -1,0 +1,50 @@
+"""Sessions that run the lab end to end.  ``nox -l`` lists them; ``nox -s <name> -- <args>`` passes args through.
+
+Torch: the sessions install ``$TAPA_LAB_TORCH`` first (default ``torch==2.13.0``, the CPU build this project's
+machines carry); on a CUDA machine set e.g. ``TAPA_LAB_TORCH=torch`` to let pip choose a CUDA build.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = os.environ.get("TAPA_LAB_TORCH", "torch==2.13.0")
+
+
+def install(session: nox.Session, extras: str = "dev") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session(reuse_venv=True)
+def tests(session: nox.Session) -> None:
+    """Run the test suite on CPU (Triton kernels through the interpreter). Args go to pytest."""
+    install(session)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(reuse_venv=True)
+def lint(session: nox.Session) -> None:
+    """Lint with ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(reuse_venv=True)
+def smoke(session: nox.Session) -> None:
+    """Train the tiny TAPA model on the default corpus (Shakespeare) for a few minutes; args go to `tapa-lab fit`."""
+    install(session)
+    session.run("tapa-lab", "fit", "--config", "experiments/smoke.yaml", *session.posargs)
+
+
+@nox.session(reuse_venv=True, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: training throughput per PE (CPU or GPU) and the attention kernels (GPU). Args go to both."""
+    install(session)
+    session.run("tapa-lab", "bench", "training", *session.posargs)
+    session.run("tapa-lab", "bench", "attention", *session.posargs)

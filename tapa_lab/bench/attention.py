@@ -1,0 +1,231 @@
+"""Attention kernel benchmark: forward and forward+backward time, FlashAttention-equivalent TFLOP/s and peak memory.
+
+Compares, in one process and on the same inputs, the lab's Triton kernels (TAPA, ALiBi, plain causal), PyTorch SDPA
+with each backend (flash, efficient, cudnn, math), the naive materialised TAPA (the reference) and the chunked PyTorch
+TAPA, over sequence lengths at a fixed number of tokens per batch (PROTOCOLS.md, kernel benchmarks). FLOP convention
+of the FlashAttention papers: forward = 4 B H L^2 D / 2 (causal), backward = 2.5 x forward, forward+backward = 3.5 x
+forward; TAPA counts the same (Da + Dp = D). On CUDA, times are the median of ``triton.testing.do_bench`` and memory is
+``torch.cuda.max_memory_allocated``; on CPU (a smoke-test mode) times are the median of wall-clock repeats and memory is
+not measured. A cell that runs out of memory or has no kernel for the inputs is recorded with its status.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from tapa_lab.kernels import causal_attention, tapa_attention
+from tapa_lab.kernels.reference import tapa_attention_reference
+
+SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+                 "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION, "sdpa-math": SDPBackend.MATH}
+IMPLEMENTATIONS = ("tapa-triton", "alibi-triton", "causal-triton", *SDPA_BACKENDS, "tapa-naive", "tapa-torch",
+                   "alibi-torch")
+CPU_IMPLEMENTATIONS = ("sdpa-flash", "sdpa-math", "tapa-naive", "tapa-torch", "alibi-torch")
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _attention(name: str, head_dim: int, alpha: float, theta: float) -> Attention:
+    """The attention function benchmarked as ``name``, taking ``q, k, v`` of shape ``(B, H, L, D)``."""
+    da = round(theta * head_dim)
+    amp_scale, phase_scale = 1.0 / math.sqrt(da), 1.0 / math.sqrt(head_dim - da)
+    slopes_cache: dict[torch.device, torch.Tensor] = {}
+
+    def slopes(q: torch.Tensor) -> torch.Tensor:
+        if q.device not in slopes_cache:
+            exponents = torch.arange(1, q.shape[1] + 1, device=q.device, dtype=torch.float32)
+            slopes_cache[q.device] = 2.0 ** (-8.0 * exponents / q.shape[1])
+        return slopes_cache[q.device]
+
+    def tapa(backend: str) -> Attention:
+        return lambda q, k, v: tapa_attention(q[..., :da], k[..., :da], q[..., da:], k[..., da:], v, alpha=alpha,
+                                              amp_scale=amp_scale, phase_scale=phase_scale, backend=backend)
+
+    def alibi(backend: str) -> Attention:
+        return lambda q, k, v: causal_attention(q, k, v, scale=head_dim**-0.5, alibi_slopes=slopes(q), backend=backend)
+
+    def sdpa(backend: SDPBackend) -> Attention:
+        def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return run
+
+    table: dict[str, Attention] = {
+        "tapa-triton": tapa("triton"),
+        "alibi-triton": alibi("triton"),
+        "causal-triton": lambda q, k, v: causal_attention(q, k, v, scale=head_dim**-0.5, backend="triton"),
+        "tapa-naive": lambda q, k, v: tapa_attention_reference(q[..., :da], k[..., :da], q[..., da:], k[..., da:], v,
+                                                               alpha, amp_scale, phase_scale),
+        "tapa-torch": tapa("torch"),
+        "alibi-torch": alibi("torch"),
+        **{key: sdpa(backend) for key, backend in SDPA_BACKENDS.items()},
+    }
+    return table[name]
+
+
+def causal_attention_flops(batch: int, heads: int, seq_len: int, head_dim: int) -> float:
+    """FlashAttention-convention FLOPs of one causal forward pass: 4 B H L^2 D / 2."""
+    return 4.0 * batch * heads * seq_len**2 * head_dim / 2
+
+
+def _median_ms(fn: Callable[[], object], device: torch.device, warmup_ms: int, rep_ms: int) -> float:
+    """Median time of ``fn`` in milliseconds (``do_bench`` on CUDA, wall clock on CPU)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(max(3, min(50, int(rep_ms / 1000 / max(first, 1e-6))))):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _measure(attention: Attention, batch: int, heads: int, seq_len: int, head_dim: int, dtype: torch.dtype,
+             device: torch.device, warmup_ms: int, rep_ms: int) -> dict[str, float | None]:
+    """Forward and forward+backward median times and the peak memory of one cell."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, seq_len, head_dim, device=device, dtype=dtype, generator=gen)
+               .requires_grad_() for _ in range(3))
+    grad_out = torch.randn(batch, heads, seq_len, head_dim, device=device, dtype=dtype, generator=gen)
+
+    def forward() -> None:
+        with torch.no_grad():
+            attention(q, k, v)
+
+    def forward_backward() -> None:
+        q.grad = k.grad = v.grad = None
+        attention(q, k, v).backward(grad_out)
+
+    peak_mb = None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        forward_backward()
+        torch.cuda.synchronize()
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    fwd_ms = _median_ms(forward, device, warmup_ms, rep_ms)
+    fwd_bwd_ms = _median_ms(forward_backward, device, warmup_ms, rep_ms)
+    flops = causal_attention_flops(batch, heads, seq_len, head_dim)
+    return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "fwd_tflops": flops / fwd_ms / 1e9,
+            "fwd_bwd_tflops": 3.5 * flops / fwd_bwd_ms / 1e9, "peak_memory_mb": peak_mb}
+
+
+def bench_attention(
+    implementations: list[str] | None = None,
+    seq_lens: list[int] = [1024, 2048, 4096, 8192, 16384, 32768, 65536],  # noqa: B006 - read-only, shown in --help
+    head_dims: list[int] = [64, 128],  # noqa: B006
+    n_heads: int = 16,
+    tokens_per_batch: int = 16384,
+    dtype: str = "bfloat16",
+    device: str = "auto",
+    alpha: float = 0.1,
+    theta: float = 0.5,
+    max_naive_len: int = 16384,
+    warmup_ms: int = 25,
+    rep_ms: int = 100,
+    out_dir: str = "checkpoints/bench",
+) -> list[dict]:
+    """Benchmark the attention kernels against PyTorch SDPA and the naive and chunked PyTorch TAPA.
+
+    Args:
+        implementations: what to time, any of tapa-triton, alibi-triton, causal-triton, sdpa-flash, sdpa-efficient,
+            sdpa-cudnn, sdpa-math, tapa-naive, tapa-torch, alibi-torch; default: all on CUDA, the PyTorch ones on CPU.
+        seq_lens: sequence lengths L (queries = keys, causal).
+        head_dims: head dimensions D.
+        n_heads: attention heads H (no grouped-query sharing).
+        tokens_per_batch: B x L held fixed across lengths (B = tokens_per_batch // L, at least 1).
+        dtype: bfloat16, float16 or float32.
+        device: cuda, cpu (a small smoke test of the PyTorch paths) or auto (cuda when available).
+        alpha: TAPA distance exponent.
+        theta: TAPA amplitude fraction, Da = round(theta D).
+        max_naive_len: longest L for tapa-naive, which materialises B x H x L x L scores.
+        warmup_ms: warm-up time per measurement (do_bench's ``warmup``).
+        rep_ms: measuring time per measurement (do_bench's ``rep``).
+        out_dir: where attention.json and attention.md are written.
+
+    Returns:
+        One dict per (implementation, L, D): fwd_ms, fwd_bwd_ms, fwd_tflops, fwd_bwd_tflops, peak_memory_mb (CUDA
+        only), status (ok, oom or the error) and the cell's settings.
+    """
+    target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    names = implementations or list(IMPLEMENTATIONS if target.type == "cuda" else CPU_IMPLEMENTATIONS)
+    for name in names:
+        if name not in IMPLEMENTATIONS:
+            raise ValueError(f"implementations: unknown {name!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    results = []
+    console = Console()
+    with console.status("benchmarking") as status:
+        for head_dim in head_dims:
+            for seq_len in seq_lens:
+                batch = max(1, tokens_per_batch // seq_len)
+                for name in names:
+                    status.update(f"{name} at L = {seq_len}, D = {head_dim}")
+                    cell = {"implementation": name, "seq_len": seq_len, "head_dim": head_dim, "batch": batch,
+                            "heads": n_heads, "dtype": dtype}
+                    if name == "tapa-naive" and seq_len > max_naive_len:
+                        results.append({**cell, "status": f"skipped: L > max_naive_len = {max_naive_len}"})
+                        continue
+                    try:
+                        timing = _measure(_attention(name, head_dim, alpha, theta), batch, n_heads, seq_len,
+                                          head_dim, DTYPES[dtype], target, warmup_ms, rep_ms)
+                        results.append({**cell, **timing, "status": "ok"})
+                    except torch.OutOfMemoryError:
+                        results.append({**cell, "status": "oom"})
+                    except RuntimeError as error:
+                        results.append({**cell, "status": f"error: {str(error).splitlines()[0][:200]}"})
+                    if target.type == "cuda":
+                        torch.cuda.empty_cache()
+    machine = (torch.cuda.get_device_name(target) if target.type == "cuda"
+               else f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)")
+    _report(results, machine, Path(out_dir), console)
+    return results
+
+
+def _report(results: list[dict], machine: str, out_dir: Path, console: Console) -> None:
+    """Print a rich table and write attention.json and attention.md (both name the machine)."""
+    title = f"Causal attention on {machine} (FlashAttention-equivalent TFLOP/s)"
+    header = ["implementation", "L", "D", "B", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "peak MiB",
+              "status"]
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="right")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for r in results:
+        row = [r["implementation"], str(r["seq_len"]), str(r["head_dim"]), str(r["batch"]),
+               number(r.get("fwd_ms"), 3), number(r.get("fwd_tflops"), 2), number(r.get("fwd_bwd_ms"), 3),
+               number(r.get("fwd_bwd_tflops"), 2), number(r.get("peak_memory_mb"), 0), r["status"]]
+        table.add_row(*row)
+        lines.append("| " + " | ".join(row) + " |")
+    console.print(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    versions = {"torch": torch.__version__, "triton": importlib.metadata.version("triton"),
+                "python": platform.python_version()}
+    (out_dir / "attention.json").write_text(json.dumps({"machine": machine, "versions": versions,
+                                                        "results": results}, indent=2))
+    (out_dir / "attention.md").write_text(f"{title}\n\n" + "\n".join(lines) + "\n")
+    console.print(f"wrote {out_dir / 'attention.json'} and {out_dir / 'attention.md'}")

@@ -1,0 +1,155 @@
+"""Training-throughput benchmark: tokens/s and peak memory of a full training step, per PE and sequence length.
+
+Each (PE, length) cell runs in a fresh process, so the peak memory of one cell is not hidden by an earlier one: on
+CUDA ``torch.cuda.max_memory_allocated``, on CPU the growth of the process's peak resident set over its state just
+before the first step (``ru_maxrss``). A step is forward + backward + AdamW on random tokens; the first
+``warmup_steps`` are not timed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from tapa_lab.model import DecoderConfig, DecoderLM
+from tapa_lab.posenc import TAPA, ALiBi, NoPE, PositionalEncoding, RoPE
+
+PRESETS = {
+    "tiny": DecoderConfig(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2),
+    "small": DecoderConfig(d_model=256, n_layers=4, n_heads=8, n_kv_heads=4),
+    "base": DecoderConfig(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4),
+}
+POSENCS = {"nope": NoPE, "rope": RoPE, "alibi": ALiBi, "tapa": TAPA}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _measure(preset: str, posenc: str, seq_len: int, batch_size: int, steps: int, warmup_steps: int, device: str,
+             backend: str) -> dict:
+    """Time ``steps`` training steps of one cell (runs inside a child process)."""
+    torch.manual_seed(0)
+    pe: PositionalEncoding = POSENCS[posenc](backend=backend)
+    model = DecoderLM(258, PRESETS[preset], pe).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, 258, (batch_size, seq_len + 1), device=device)
+    autocast = torch.autocast("cuda", torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def step() -> None:
+        with autocast:
+            logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    rss_before = _peak_rss_mb()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(warmup_steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb() - rss_before)
+    return {"preset": preset, "posenc": posenc, "seq_len": seq_len, "batch_size": batch_size,
+            "tokens_per_s": steps * batch_size * seq_len / elapsed, "step_ms": 1000 * elapsed / steps,
+            "peak_memory_mb": peak}
+
+
+def _child(queue: mp.Queue, kwargs: dict) -> None:
+    queue.put(_measure(**kwargs))
+
+
+def bench_training(
+    preset: str = "small",
+    posencs: list[str] = ["rope", "tapa", "alibi", "nope"],  # noqa: B006 - read-only default shown in --help
+    seq_lens: list[int] = [512, 1024, 2048],  # noqa: B006
+    tokens_per_batch: int = 4096,
+    steps: int = 5,
+    warmup_steps: int = 2,
+    device: str = "auto",
+    backend: str = "auto",
+    threads: int | None = None,
+    out_dir: str = "checkpoints/bench",
+) -> list[dict]:
+    """Measure training throughput (tokens/s) and peak memory per PE and sequence length.
+
+    Args:
+        preset: model size: tiny, small or base.
+        posencs: PEs to compare: any of nope, rope, alibi, tapa (defaults of each class).
+        seq_lens: training lengths L.
+        tokens_per_batch: B x L held fixed across lengths (B = tokens_per_batch // L, at least 1).
+        steps: timed steps per cell.
+        warmup_steps: untimed steps before timing.
+        device: cpu, cuda or auto (cuda when available).
+        backend: attention backend passed to every PE: auto, triton or torch.
+        threads: torch intra-op threads (default: torch's choice).
+        out_dir: where training.json and training.md are written.
+
+    Returns:
+        One dict per cell: tokens_per_s, step_ms, peak_memory_mb and the cell's settings.
+    """
+    for name in posencs:
+        if name not in POSENCS:
+            raise ValueError(f"posencs: unknown PE {name!r}; allowed: {', '.join(POSENCS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset: unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if threads is not None:
+        torch.set_num_threads(threads)
+    context = mp.get_context("spawn")
+    results = []
+    console = Console()
+    with console.status("benchmarking") as status:
+        for seq_len in seq_lens:
+            for name in posencs:
+                status.update(f"{name} at L = {seq_len}")
+                queue = context.Queue()
+                kwargs = dict(preset=preset, posenc=name, seq_len=seq_len,
+                              batch_size=max(1, tokens_per_batch // seq_len), steps=steps,
+                              warmup_steps=warmup_steps, device=device, backend=backend)
+                process = context.Process(target=_child, args=(queue, kwargs))
+                process.start()
+                results.append(queue.get())
+                process.join()
+    machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'} " \
+        f"({torch.get_num_threads()} threads)"
+    _report(results, machine, Path(out_dir), console)
+    return results
+
+
+def _report(results: list[dict], machine: str, out_dir: Path, console: Console) -> None:
+    """Print a rich table (with each PE's ratio to RoPE) and write training.json and training.md."""
+    rope = {r["seq_len"]: r["tokens_per_s"] for r in results if r["posenc"] == "rope"}
+    table = Table(title=f"Training throughput on {machine}")
+    header = ["PE", "L", "batch", "tokens/s", "x RoPE", "step ms", "peak MB"]
+    for column in header:
+        table.add_column(column, justify="right")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        ratio = f"{r['tokens_per_s'] / rope[r['seq_len']]:.2f}" if r["seq_len"] in rope else "-"
+        row = [r["posenc"], str(r["seq_len"]), str(r["batch_size"]), f"{r['tokens_per_s']:.0f}", ratio,
+               f"{r['step_ms']:.0f}", f"{r['peak_memory_mb']:.0f}"]
+        table.add_row(*row)
+        lines.append("| " + " | ".join(row) + " |")
+    console.print(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "training.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    (out_dir / "training.md").write_text(f"Training throughput on {machine}\n\n" + "\n".join(lines) + "\n")
+    console.print(f"wrote {out_dir / 'training.json'} and {out_dir / 'training.md'}")

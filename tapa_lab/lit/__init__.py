@@ -1,0 +1,1 @@
+"""Lightning side: the LanguageModel, the TextDataModule, callbacks and checkpoint loading."""

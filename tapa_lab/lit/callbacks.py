@@ -1,0 +1,95 @@
+"""Lab callbacks: token throughput and the reproducibility record of each run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ThroughputMonitor
+from torch import Tensor
+
+
+def _batch_size(batch: Tensor) -> int:
+    return batch.shape[0]
+
+
+def _batch_tokens(batch: Tensor) -> int:
+    return batch.shape[0] * (batch.shape[1] - 1)
+
+
+class TokenThroughputMonitor(ThroughputMonitor):
+    """Lightning's ThroughputMonitor for token batches ``(B, L + 1)``: logs samples/s and tokens/s (``items_per_sec``).
+
+    Args:
+        window_size: number of batches the rates are averaged over.
+    """
+
+    def __init__(self, window_size: int = 20) -> None:
+        super().__init__(batch_size_fn=_batch_size, length_fn=_batch_tokens, window_size=window_size)
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """The commit and dirty flag of the git checkout at ``root`` (``None`` values outside a checkout)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages a result depends on."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("tapa-lab", "torch", "lightning", "triton", "jsonargparse", "datasets", "torchmetrics"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+class RunRecord(L.Callback):
+    """Writes ``run_record.json`` into the run folder when fitting or testing starts (PROTOCOLS.md's record).
+
+    The record holds the seed, git commit and dirty flag, package versions, device, the data provenance (corpus
+    manifest hash, tokenizer, split sizes) and the parameter count.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        log_dir = trainer.log_dir  # a collective call (it broadcasts): every rank must make it
+        if not trainer.is_global_zero or log_dir is None:
+            return
+        device = trainer.strategy.root_device
+        record = {
+            "stage": stage,
+            "seed": _current_seed(),
+            "git": git_state(Path(__file__).resolve().parent),
+            "versions": package_versions(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "accelerator": device.type,
+            "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
+            "data": trainer.datamodule.provenance() if trainer.datamodule is not None else None,
+        }
+        path = Path(log_dir) / f"run_record_{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, default=str))
+
+
+def _current_seed() -> int | None:
+    """The seed ``seed_everything`` set in this process, if any."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else None

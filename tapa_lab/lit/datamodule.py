@@ -1,0 +1,173 @@
+"""TextDataModule: a corpus recipe and a tokenizer turned into batches of fixed-length token windows.
+
+    corpus recipe -> documents (data/<corpus>/) -> split by id hash -> tokenizer -> packed tokens per split (cached)
+    train: a resumable stream of windows at starts drawn from (seed, sample id)   -> (B, seq_len + 1) int64
+    validation / test: fixed windows spread evenly over the split                 -> (B, seq_len + 1) int64
+
+A batch holds ``seq_len + 1`` tokens per row: inputs are ``batch[:, :-1]``, targets ``batch[:, 1:]``.
+
+Exact resume: the training set is one long stream whose sample ``i`` depends on ``(seed, i)`` only. With
+``trainer.max_steps > 0`` the stream has ``max_steps * batch_size * accumulate_grad_batches`` samples per rank (one
+epoch); otherwise an epoch is one pass over the training tokens (``n_tokens // seq_len`` windows). Lightning restores
+``global_step`` before it asks for the train dataloader, which then starts after the
+``global_step * batch_size * accumulate_grad_batches`` samples already consumed, so ``fit --ckpt_path last`` sees the
+same batches as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from tapa_lab.data.corpus import Corpus
+from tapa_lab.data.eval_windows import EvalWindows
+from tapa_lab.data.packing import PackedCorpus, pack_corpus
+from tapa_lab.data.shakespeare import Shakespeare
+from tapa_lab.data.split import SPLITS, Split
+from tapa_lab.data.tokenizer import Tokenizer
+from tapa_lab.data.tokenizer_byte import ByteTokenizer
+from tapa_lab.data.train_windows import ResumableSampler, StreamLoader, TrainWindows
+from tapa_lab.posenc.base import ConfigError, require
+
+STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
+    "fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": (),
+}
+
+
+class TextDataModule(L.LightningDataModule):
+    """Language-modelling batches ``(batch_size, seq_len + 1)`` from a corpus recipe and a tokenizer.
+
+    Args:
+        corpus: the corpus recipe (``class_path``: ``tapa_lab.data.Shakespeare``, ``PyStdlib``, ``DebDocs``,
+            ``LocalFiles``, ``HubDataset``, ``Fixture``); ``None`` means ``tapa_lab.data.Shakespeare``.
+        tokenizer: ``tapa_lab.data.ByteTokenizer`` or ``tapa_lab.data.BPETokenizer``; ``None`` means
+            ``ByteTokenizer`` (258 ids).
+        seq_len: training length in tokens (>= 1); validation and test windows have the same length.
+        batch_size: windows per batch on each device (>= 1).
+        val_windows: number of fixed validation windows, and of test windows (>= 1).
+        num_workers: DataLoader worker processes (>= 0).
+        data_dir: folder for prepared corpora, downloads and token caches.
+        seed: seed of the training stream (which windows, in which order); ``None`` takes the seed of
+            ``seed_everything`` (0 if none was set).
+        val_fraction: expected fraction of documents in the validation split, in (0, 1).
+        test_fraction: expected fraction of documents in the test split, in (0, 1).
+    """
+
+    def __init__(self, corpus: Corpus | None = None, tokenizer: Tokenizer | None = None, seq_len: int = 512,
+                 batch_size: int = 16, val_windows: int = 64, num_workers: int = 0, data_dir: str = "data",
+                 seed: int | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05) -> None:
+        super().__init__()
+        require(seq_len >= 1, "data.seq_len", ">= 1", seq_len)
+        require(batch_size >= 1, "data.batch_size", ">= 1", batch_size)
+        require(val_windows >= 1, "data.val_windows", ">= 1", val_windows)
+        require(num_workers >= 0, "data.num_workers", ">= 0", num_workers)
+        require(seed is None or seed >= 0, "data.seed", ">= 0 or null", seed)
+        require(0 < val_fraction < 1, "data.val_fraction", "in (0, 1)", val_fraction)
+        require(0 < test_fraction < 1, "data.test_fraction", "in (0, 1)", test_fraction)
+        self.corpus = corpus if corpus is not None else Shakespeare()
+        self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.val_windows = val_windows
+        self.num_workers = num_workers
+        self.data_dir = data_dir
+        self.seed = seed
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self._packed: PackedCorpus | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids, from the tokenizer (available right after construction; linked to the model)."""
+        return self.tokenizer.vocab_size
+
+    @property
+    def packed(self) -> PackedCorpus:
+        """The token cache (after :meth:`setup`)."""
+        if self._packed is None:
+            raise RuntimeError("TextDataModule has no data yet: call prepare_data() and setup() first.")
+        return self._packed
+
+    @property
+    def manifest_hash(self) -> str:
+        """SHA-256 of the corpus content (document ids and text hashes), after :meth:`setup`."""
+        return self.packed.manifest_hash
+
+    def documents(self, split: Split) -> list[np.ndarray]:
+        """Each document of ``split`` as a token array (no end-of-document), for windows inside long documents."""
+        return self.packed.documents(split)
+
+    def stream_seed(self) -> int:
+        """The training stream's seed: ``seed``, else the one ``seed_everything`` set, else 0."""
+        if self.seed is not None:
+            return self.seed
+        return int(os.environ.get("PL_GLOBAL_SEED", "0")) % 2**32
+
+    def prepare_data(self) -> None:
+        """Prepare the corpus and tokenise every split once into ``data_dir`` (one process per node)."""
+        pack_corpus(self.corpus, self.tokenizer, self.data_dir, self.val_fraction, self.test_fraction)
+
+    def setup(self, stage: str = "fit") -> None:
+        """Open the token cache (building it if :meth:`prepare_data` has not) and check ``seq_len`` fits."""
+        self._packed = pack_corpus(self.corpus, self.tokenizer, self.data_dir, self.val_fraction, self.test_fraction)
+        for split in STAGE_SPLITS.get(stage, SPLITS):
+            available = len(self._packed.tokens(split))
+            if available < self.seq_len + 1:
+                raise ConfigError(f"data.seq_len = {self.seq_len} but the {split} split has only {available} tokens; "
+                                  "lower seq_len or use a larger corpus.")
+
+    def train_dataset(self) -> TrainWindows:
+        """The training stream's dataset (the place a task mixture plugs in)."""
+        return TrainWindows(self.packed.tokens("train"), self.seq_len, self.stream_seed())
+
+    def train_dataloader(self) -> DataLoader:
+        """The resumable training stream, starting after the samples already consumed by ``trainer.global_step``."""
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        per_step = self.batch_size * accumulate
+        if trainer is not None and trainer.max_steps > 0:
+            samples_per_epoch = trainer.max_steps * per_step
+        else:
+            windows = len(self.packed.tokens("train")) // self.seq_len
+            samples_per_epoch = windows // world_size // per_step * per_step
+            if samples_per_epoch == 0:
+                raise ConfigError(
+                    f"data.batch_size = {self.batch_size} (x {accumulate} accumulated x {world_size} devices) needs "
+                    f"more windows than one pass over the training split gives ({windows} of data.seq_len = "
+                    f"{self.seq_len}); lower them, use a larger corpus, or set trainer.max_steps.")
+        consumed = (lambda: trainer.global_step * per_step) if trainer is not None else (lambda: 0)
+        sampler = ResumableSampler(samples_per_epoch, consumed, rank, world_size)
+        identity = {"data.seed": self.stream_seed(), "data.seq_len": self.seq_len, "data.batch_size": self.batch_size,
+                    "trainer.accumulate_grad_batches": accumulate, "corpus manifest hash": self.manifest_hash}
+        return StreamLoader(self.train_dataset(), identity=identity, batch_size=self.batch_size, sampler=sampler,
+                            drop_last=True, **self._loader_options())
+
+    def val_dataloader(self) -> DataLoader:
+        """Fixed validation windows ``(batch_size, seq_len + 1)``."""
+        return DataLoader(EvalWindows(self.packed.tokens("validation"), self.seq_len, self.val_windows),
+                          batch_size=self.batch_size, **self._loader_options())
+
+    def test_dataloader(self) -> DataLoader:
+        """Fixed test windows, made like the validation windows."""
+        return DataLoader(EvalWindows(self.packed.tokens("test"), self.seq_len, self.val_windows),
+                          batch_size=self.batch_size, **self._loader_options())
+
+    def provenance(self) -> dict:
+        """What the run record stores about the data: corpus recipe, manifest hash, tokenizer, cache and split sizes."""
+        record = {"corpus": self.corpus.name, "recipe": self.corpus.recipe(), "tokenizer": self.tokenizer.config(),
+                  "seq_len": self.seq_len, "seed": self.stream_seed()}
+        if self._packed is not None:
+            meta = self._packed.meta
+            record.update(manifest_hash=meta["manifest_hash"], cache=str(self._packed.directory),
+                          splits={split: {key: value for key, value in info.items() if key != "doc_ids"}
+                                  for split, info in meta["splits"].items()})
+        return record
+
+    def _loader_options(self) -> dict:
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+                "pin_memory": torch.cuda.is_available()}

@@ -1,0 +1,142 @@
+"""LanguageModel: the LightningModule that trains and evaluates a :class:`~tapa_lab.model.DecoderLM`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from jsonargparse import lazy_instance
+from torch import Tensor
+from torchmetrics.text import Perplexity
+
+from tapa_lab.lit.checkpoint_io import load_checkpoint
+from tapa_lab.model import DecoderConfig, DecoderLM
+from tapa_lab.posenc import PositionalEncoding, RoPE
+from tapa_lab.posenc.base import ConfigError, require
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr``."""
+
+    lr: float = 1e-3
+    """Peak learning rate (the paper used 1e-4 for RoPE and 2e-5 for TAPA at 7B scale)."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay, applied to matrices only (not norms, not per-head PE scalars)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """Adam betas."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    warmup_steps: int = 100
+    """Linear warm-up steps from 0 to lr."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of lr at the end of the cosine."""
+
+    def validate(self) -> None:
+        require(self.lr > 0, "model.optim.lr", "> 0", self.lr)
+        require(self.weight_decay >= 0, "model.optim.weight_decay", ">= 0", self.weight_decay)
+        require(all(0 <= b < 1 for b in self.betas), "model.optim.betas", "two values in [0, 1)", self.betas)
+        require(self.warmup_steps >= 0, "model.optim.warmup_steps", ">= 0", self.warmup_steps)
+        require(0 <= self.min_lr_ratio <= 1, "model.optim.min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up to 1, then cosine to ``min_lr_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def training_flops(model: DecoderLM, batch_size: int, seq_len: int) -> int:
+    """FLOPs of one forward + backward (PaLM appendix B): 6 N T for the matmuls plus 6 n_layers T L d / 2 for
+    causal attention scores and values (FlashAttention convention: causal halves the work); ThroughputMonitor
+    turns it into FLOP/s and MFU."""
+    config = model.config
+    matmul_params = sum(p.numel() for name, p in model.named_parameters() if p.dim() >= 2 and "embed" not in name)
+    tokens = batch_size * seq_len
+    return 6 * matmul_params * tokens + 6 * config.n_layers * tokens * seq_len * config.d_model
+
+
+class LanguageModel(L.LightningModule):
+    """Next-token language modelling with a decoder and a pluggable positional encoding.
+
+    Args:
+        posenc: the positional encoding, chosen by ``class_path`` (e.g. ``tapa_lab.posenc.TAPA``).
+        architecture: the decoder's shape (presets in experiments/model/).
+        optim: optimiser and schedule.
+        vocab_size: number of token ids; linked from ``data.vocab_size``, do not set by hand.
+        init_from: a checkpoint whose model weights initialise this model before training (optimizer fresh): the
+            second stage of context extension. Shapes must match; the PE may differ in scaling (e.g. RoPE -> YaRN).
+    """
+
+    def __init__(self, posenc: PositionalEncoding = lazy_instance(RoPE), architecture: DecoderConfig = DecoderConfig(),
+                 optim: OptimConfig = OptimConfig(), vocab_size: int = 258, init_from: str | None = None) -> None:
+        super().__init__()
+        optim.validate()
+        self.optim = optim
+        self.model = DecoderLM(vocab_size, architecture, posenc)
+        self.val_perplexity = Perplexity()
+        self.test_perplexity = Perplexity()
+        if init_from is not None:
+            self.load_weights(init_from)
+
+    def load_weights(self, path: str) -> None:
+        """Copy model weights from a Lightning checkpoint; error naming the field on missing file or shape mismatch."""
+        state = load_checkpoint(Path(path), field="model.init_from")["state_dict"]
+        own = self.state_dict()
+        mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+        missing = [k for k in own if k not in state]
+        if mismatched or missing:
+            raise ConfigError(
+                f"model.init_from = {path!r} does not match this model: "
+                f"missing {missing[:5]}, shape mismatch {mismatched[:5]}. Use the same architecture and a PE with the "
+                "same parameters as the run that wrote the checkpoint.")
+        self.load_state_dict({k: state[k] for k in own}, strict=True)
+
+    def forward(self, tokens: Tensor, positions: Tensor | None = None) -> Tensor:
+        """``tokens (B, L)`` -> logits ``(B, L, V)``."""
+        return self.model(tokens, positions)
+
+    def loss(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean next-token NLL of a batch ``(B, L + 1)``; also returns the logits ``(B, L, V)``."""
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = self(inputs)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()), logits
+
+    def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
+        self.flops_per_batch = training_flops(self.model, *batch[:, :-1].shape)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        loss, _ = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/perplexity", loss.detach().exp())
+        return loss
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        loss, logits = self.loss(batch)
+        self.val_perplexity(logits.float(), batch[:, 1:])
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/perplexity", self.val_perplexity, prog_bar=True)
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        loss, logits = self.loss(batch)
+        self.test_perplexity(logits.float(), batch[:, 1:])
+        self.log("test/loss", loss, sync_dist=True)
+        self.log("test/perplexity", self.test_perplexity)
+
+    def configure_optimizers(self) -> dict:
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, self.optim.warmup_steps, total_steps, self.optim.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+

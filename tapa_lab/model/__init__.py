@@ -1,0 +1,5 @@
+"""The decoder: blocks, attention and the model; no positional-encoding maths lives here."""
+
+from tapa_lab.model.decoder import DecoderConfig, DecoderLM
+
+__all__ = ["DecoderConfig", "DecoderLM"]

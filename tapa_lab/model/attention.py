@@ -1,0 +1,47 @@
+"""Grouped-query self-attention that delegates all position handling to its positional encoding."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from tapa_lab.posenc.base import PositionalEncoding
+
+
+class Attention(nn.Module):
+    """Causal grouped-query attention (Ainslie et al. 2023, arXiv 2305.13245); no biases.
+
+    The PE decides how positions enter (rotate q/k, bias the scores, or change the score): this module only projects
+    and calls ``posenc.attend``.
+
+    Args:
+        dim: model width d.
+        n_heads: query heads H; ``dim % n_heads == 0``.
+        n_kv_heads: key/value heads Hkv; ``n_heads % n_kv_heads == 0``.
+        posenc: a PE instance, bound here to this layer's head geometry (the caller passes a fresh copy per layer).
+    """
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, posenc: PositionalEncoding) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = dim // n_heads
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        posenc.bind(n_heads, n_kv_heads, self.head_dim)
+        self.posenc = posenc
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Project ``x (B, L, d)`` to q ``(B, H, L, D)``, k and v ``(B, Hkv, L, D)``, before any PE."""
+        b, length, _ = x.shape
+        q = self.wq(x).view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+        k = self.wk(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
+        v = self.wv(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
+        return q, k, v
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """``x (B, L, d)``, ``positions (L,)`` -> ``(B, L, d)``."""
+        b, length, _ = x.shape
+        q, k, v = self.project_qkv(x)
+        out = self.posenc.attend(q, k, v, positions)  # (B, H, L, D)
+        return self.wo(out.transpose(1, 2).reshape(b, length, self.n_heads * self.head_dim))

@@ -1,0 +1,22 @@
+"""Kernel tests run the Triton kernels through Triton's interpreter on CPU (CI has no GPU).
+
+``triton.jit`` reads ``TRITON_INTERPRET`` when a kernel is defined, i.e. when ``tapa_lab.kernels.triton_*`` is first
+imported, so it is set here, before any test module of this folder is imported (``tapa_lab.kernels`` itself imports
+the Triton modules lazily). With a CUDA device the kernels are compiled instead and the same tests run on the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Where the Triton kernels run: the GPU when there is one, else the CPU through the interpreter."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
