@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from jsonargparse import CLI, Namespace
+from jsonargparse import CLI, Namespace, set_parsing_settings
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
@@ -31,6 +31,8 @@ from tapa_lab.lit.checkpoint_io import load_checkpoint
 from tapa_lab.lit.datamodule import TextDataModule
 from tapa_lab.lit.module import LanguageModel
 from tapa_lab.posenc.base import ConfigError
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
 
 PINNED_VERSION_ENV = "TAPA_LAB_RUN_VERSION"
 DEFAULT_LOGGER = {
@@ -166,6 +168,7 @@ def run_lightning(args: list[str] | None = None, run: bool = True) -> LabCLI:
                           "callbacks": always_on_callbacks()},
         seed_everything_default=1234,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # LanguageModel configures AdamW + warm-up/cosine from model.optim
         parser_kwargs={"epilog": "Lab commands: " + ", ".join(LAB_COMMAND_NAMES) + " (tapa-lab <command> --help)."},
         args=args,
         run=run,

@@ -17,17 +17,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from tapa_lab.model import DecoderConfig, DecoderLM
 from tapa_lab.posenc import TAPA, ALiBi, NoPE, PositionalEncoding, RoPE
 
-PRESETS = {
-    "tiny": DecoderConfig(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2),
-    "small": DecoderConfig(d_model=256, n_layers=4, n_heads=8, n_kv_heads=4),
-    "base": DecoderConfig(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4),
-}
 POSENCS = {"nope": NoPE, "rope": RoPE, "alibi": ALiBi, "tapa": TAPA}
 
 
@@ -35,12 +31,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _measure(preset: str, posenc: str, seq_len: int, batch_size: int, steps: int, warmup_steps: int, device: str,
-             backend: str) -> dict:
+def architecture_of(model_config: str) -> DecoderConfig:
+    """The ``model.architecture`` section of a preset YAML (e.g. experiments/model/small.yaml)."""
+    path = Path(model_config)
+    if not path.is_file():
+        raise ValueError(f"model_config = {model_config!r}: no such file; use a preset from experiments/model/.")
+    return DecoderConfig(**yaml.safe_load(path.read_text())["model"]["architecture"])
+
+
+def _measure(architecture: DecoderConfig, posenc: str, seq_len: int, batch_size: int, steps: int, warmup_steps: int,
+             device: str, backend: str) -> dict:
     """Time ``steps`` training steps of one cell (runs inside a child process)."""
     torch.manual_seed(0)
     pe: PositionalEncoding = POSENCS[posenc](backend=backend)
-    model = DecoderLM(258, PRESETS[preset], pe).to(device)
+    model = DecoderLM(258, architecture, pe).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, 258, (batch_size, seq_len + 1), device=device)
     autocast = torch.autocast("cuda", torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
@@ -67,7 +71,7 @@ def _measure(preset: str, posenc: str, seq_len: int, batch_size: int, steps: int
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb() - rss_before)
-    return {"preset": preset, "posenc": posenc, "seq_len": seq_len, "batch_size": batch_size,
+    return {"posenc": posenc, "seq_len": seq_len, "batch_size": batch_size,
             "tokens_per_s": steps * batch_size * seq_len / elapsed, "step_ms": 1000 * elapsed / steps,
             "peak_memory_mb": peak}
 
@@ -77,7 +81,7 @@ def _child(queue: mp.Queue, kwargs: dict) -> None:
 
 
 def bench_training(
-    preset: str = "small",
+    model_config: str = "experiments/model/small.yaml",
     posencs: list[str] = ["rope", "tapa", "alibi", "nope"],  # noqa: B006 - read-only default shown in --help
     seq_lens: list[int] = [512, 1024, 2048],  # noqa: B006
     tokens_per_batch: int = 4096,
@@ -91,7 +95,7 @@ def bench_training(
     """Measure training throughput (tokens/s) and peak memory per PE and sequence length.
 
     Args:
-        preset: model size: tiny, small or base.
+        model_config: a preset YAML whose ``model.architecture`` is benchmarked.
         posencs: PEs to compare: any of nope, rope, alibi, tapa (defaults of each class).
         seq_lens: training lengths L.
         tokens_per_batch: B x L held fixed across lengths (B = tokens_per_batch // L, at least 1).
@@ -108,8 +112,7 @@ def bench_training(
     for name in posencs:
         if name not in POSENCS:
             raise ValueError(f"posencs: unknown PE {name!r}; allowed: {', '.join(POSENCS)}")
-    if preset not in PRESETS:
-        raise ValueError(f"preset: unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    architecture = architecture_of(model_config)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if threads is not None:
         torch.set_num_threads(threads)
@@ -121,7 +124,7 @@ def bench_training(
             for name in posencs:
                 status.update(f"{name} at L = {seq_len}")
                 queue = context.Queue()
-                kwargs = dict(preset=preset, posenc=name, seq_len=seq_len,
+                kwargs = dict(architecture=architecture, posenc=name, seq_len=seq_len,
                               batch_size=max(1, tokens_per_batch // seq_len), steps=steps,
                               warmup_steps=warmup_steps, device=device, backend=backend)
                 process = context.Process(target=_child, args=(queue, kwargs))
@@ -130,7 +133,7 @@ def bench_training(
                 process.join()
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'} " \
         f"({torch.get_num_threads()} threads)"
-    _report(results, machine, Path(out_dir), console)
+    _report(results, f"{machine}, {Path(model_config).stem} model", Path(out_dir), console)
     return results
 
 

@@ -7,8 +7,8 @@ which PE it has: it calls :meth:`PositionalEncoding.attend`, whose default appli
 
 Positions. ``positions`` is a 1-D LongTensor holding the absolute positions of the keys, shape ``(Lk,)``; they are
 consecutive (``positions[t] = start + t``). Queries are the last ``Lq`` of them (``Lq <= Lk``): training has
-``Lq == Lk``, chunked evaluation and KV-cache decoding have ``Lq < Lk``. Attention is causal: the query at position ``p`` sees the
-keys at positions ``<= p``.
+``Lq == Lk``, chunked evaluation and KV-cache decoding have ``Lq < Lk``. Attention is causal: the query at position
+``p`` sees the keys at positions ``<= p``.
 
 Life cycle. A PE is built from YAML (``class_path`` + ``init_args``) before the model knows it, so the model calls
 :meth:`bind` with the head geometry; ``bind`` validates the geometry and creates any buffers or parameters. Each
