@@ -60,7 +60,9 @@ def package_versions() -> dict[str, str | None]:
 
 
 class RunRecord(L.Callback):
-    """Writes ``run_record.json`` into the run folder when fitting or testing starts (PROTOCOLS.md's record).
+    """Writes ``run_record_<stage>.json`` (e.g. ``run_record_fit.json``) into the run folder when a stage starts.
+
+    This is PROTOCOLS.md's reproducibility record.
 
     The record holds the seed, git commit and dirty flag, package versions, device, the data provenance (corpus
     manifest hash, tokenizer, split sizes) and the parameter count.
@@ -84,7 +86,7 @@ class RunRecord(L.Callback):
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "data": trainer.datamodule.provenance() if trainer.datamodule is not None else None,
         }
-        path = Path(log_dir) / f"run_record_{stage}.json"
+        path = Path(log_dir) / f"run_record_{getattr(stage, 'value', stage)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, default=str))
 

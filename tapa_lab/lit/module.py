@@ -111,6 +111,12 @@ class LanguageModel(L.LightningModule):
     def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
         self.flops_per_batch = training_flops(self.model, *batch[:, :-1].shape)
 
+    def on_validation_batch_start(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.flops_per_batch = training_flops(self.model, *batch[:, :-1].shape) // 3  # forward only
+
+    def on_test_batch_start(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.flops_per_batch = training_flops(self.model, *batch[:, :-1].shape) // 3  # forward only
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss, _ = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)

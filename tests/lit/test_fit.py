@@ -41,7 +41,7 @@ def test_short_fit_decreases_loss(pe, in_tmp, fixture_run, scalars):
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     assert scalars(run, "val/perplexity")
-    record = json.loads((run / "run_record_TrainerFn.FITTING.json").read_text())
+    record = json.loads((run / "run_record_fit.json").read_text())
     assert record["seed"] == 7 and record["data"]["manifest_hash"]
 
 
@@ -121,8 +121,17 @@ def test_ddp_with_two_cpu_processes_trains(in_tmp, fixture_run, scalars):
     result = subprocess.run(command, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = Path(in_tmp) / "checkpoints" / "TAPA" / "version_0"
-    record = json.loads((run / "run_record_TrainerFn.FITTING.json").read_text())
+    record = json.loads((run / "run_record_fit.json").read_text())
     assert record["world_size"] == 2
     assert len(scalars(run, "train/loss")) == 4
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 4
+
+
+def test_same_config_same_machine_same_metrics(in_tmp, fixture_run, scalars):
+    args = ["fit", *fixture_run, "--trainer.max_steps", "10", "--model.posenc", "tapa_lab.posenc.ALiBi"]
+    run_lightning(args)
+    run_lightning(args)
+    first = scalars(in_tmp / "checkpoints" / "ALiBi" / "version_0", "train/loss")
+    second = scalars(in_tmp / "checkpoints" / "ALiBi" / "version_1", "train/loss")
+    assert len(first) == 10 and first == second
