@@ -62,11 +62,11 @@ def tapa_attention_reference(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_ph
     distance = relative_distance(q_amp.shape[2], k_amp.shape[2], q_amp.device)
     amplitude = amp_scale * (q_amp @ repeat_kv(k_amp, n_heads).transpose(-1, -2))
     phase = phase_scale * (q_phase @ repeat_kv(k_phase, n_heads).transpose(-1, -2))
-    alpha_t = torch.as_tensor(alpha, device=q_amp.device, dtype=torch.float32).reshape(-1, 1, 1)
-    # |i-j|^alpha in fp32 at least (TAPA.md section 4), 0 on the diagonal; clamping before pow keeps d/dalpha finite.
-    dist_pow = distance.abs().clamp_min(1).pow(alpha_t)  # (H or 1, Lq, Lk)
-    dist_pow = torch.where(distance == 0, torch.zeros_like(dist_pow), dist_pow)
     compute = torch.promote_types(phase.dtype, torch.float32)
-    x = (2 * math.pi if two_pi else 1.0) * phase.to(compute) * dist_pow.to(compute)
+    alpha_t = torch.as_tensor(alpha, device=q_amp.device).to(compute).reshape(-1, 1, 1)
+    # |i-j|^alpha in fp32 at least (TAPA.md section 4), 0 on the diagonal; clamping before pow keeps d/dalpha finite.
+    dist_pow = distance.to(compute).abs().clamp_min(1).pow(alpha_t)  # (H or 1, Lq, Lk)
+    dist_pow = torch.where(distance == 0, torch.zeros_like(dist_pow), dist_pow)
+    x = (2 * math.pi if two_pi else 1.0) * phase.to(compute) * dist_pow
     scores = amplitude.to(compute) * torch.cos(x)
     return _softmax_v(scores, v, distance)

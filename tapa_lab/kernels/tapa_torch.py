@@ -7,7 +7,8 @@ recomputes each block (TAPA.md section 3): with dS = P (dP - rowsum(dO O)),
 
     dA = dS cos x,   T = dS A sin x,   dPhi = -T |i-j|^alpha,   dalpha_h = -sum T x ln|i-j|,
 
-so memory is O(chunk x Lk) per head and never O(L^2). |i-j|^alpha is an fp32 table over distances (0 at distance 0).
+so memory is O(chunk x Lk) per head and never O(L^2). |i-j|^alpha is a table over distances (0 at distance 0) in
+the compute dtype: fp32, or fp64 for fp64 inputs.
 """
 
 from __future__ import annotations
@@ -30,24 +31,26 @@ from tapa_lab.kernels.blockwise import (
 )
 
 
-def distance_tables(alpha: float | Tensor, lk: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``|t|^alpha`` (0 at ``t = 0``) and ``ln t`` (0 at ``t <= 1``) for distances ``t = 0 .. lk-1``, in fp32.
+def distance_tables(alpha: float | Tensor, lk: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``|t|^alpha`` (0 at ``t = 0``) and ``ln t`` (0 at ``t <= 1``) for distances ``t = 0 .. lk-1``.
+
+    ``dtype`` is the compute dtype (fp32 at least: a bf16 table ruins the phase, TAPA.md section 4).
 
     Returns:
         ``(pow_table, log_table)``: ``(Lk,)`` or ``(H, Lk)`` for a per-head ``alpha`` ``(H,)``, and ``(Lk,)``.
     """
-    dist = torch.arange(lk, device=device, dtype=torch.float32).clamp_min_(1)
+    dist = torch.arange(lk, device=device, dtype=dtype).clamp_min_(1)
     if isinstance(alpha, Tensor):
-        table = dist.pow(alpha.detach().to(device, torch.float32)[:, None])  # (H, Lk)
+        table = dist.pow(alpha.detach().to(device, dtype)[:, None])  # (H, Lk)
     else:
         table = dist.pow(alpha)  # (Lk,)
     table[..., 0] = 0.0
     return table, dist.log_()
 
 
-def _block_dist_pow(pow_table: Tensor, index: Tensor, n_kv_heads: int, dtype: torch.dtype) -> Tensor:
+def _block_dist_pow(pow_table: Tensor, index: Tensor, n_kv_heads: int) -> Tensor:
     """|i-j|^alpha over a block: ``(rows, key_end)``, or ``(Hkv, G, rows, key_end)`` for per-head alpha."""
-    dist_pow = pow_table[..., index].to(dtype)
+    dist_pow = pow_table[..., index]
     return dist_pow if pow_table.dim() == 1 else dist_pow.unflatten(0, (n_kv_heads, -1))
 
 
@@ -68,7 +71,7 @@ class TapaBlockwise(torch.autograd.Function):
         qa = fold_queries(q_amp, n_kv, dtype) * amp_scale  # (B*Hkv, G, Lq, Da), a fresh tensor
         qp = fold_queries(q_phase, n_kv, dtype) * phase_scale  # (B*Hkv, G, Lq, Dp)
         ka, kp, vv = fold_keys(k_amp, dtype), fold_keys(k_phase, dtype), fold_keys(v, dtype)
-        pow_table, _ = distance_tables(alpha, lk, q_amp.device)
+        pow_table, _ = distance_tables(alpha, lk, dtype, q_amp.device)
         out = torch.empty(*qa.shape[:3], v.shape[-1], dtype=dtype, device=q_amp.device)  # (B*Hkv, G, Lq, Dv)
         lse = torch.empty(qa.shape[:3], dtype=dtype, device=q_amp.device)  # (B*Hkv, G, Lq)
         for block in query_blocks(lq, lk, chunk):
@@ -94,7 +97,7 @@ class TapaBlockwise(torch.autograd.Function):
         ka, kp, vv = fold_keys(k_amp, dtype), fold_keys(k_phase, dtype), fold_keys(v, dtype)
         grad_o = fold_queries(grad_out, n_kv, dtype)  # (B*Hkv, G, Lq, Dv)
         delta = (grad_o * out).sum(-1)  # (B*Hkv, G, Lq)
-        pow_table, log_table = distance_tables(alpha, lk, q_amp.device)
+        pow_table, log_table = distance_tables(alpha, lk, dtype, q_amp.device)
         want_alpha = alpha_tensor is not None and ctx.needs_input_grad[5]
         grad_qa, grad_qp = torch.empty_like(qa), torch.empty_like(qp)
         grad_ka, grad_kp, grad_v = torch.zeros_like(ka), torch.zeros_like(kp), torch.zeros_like(vv)
@@ -113,7 +116,7 @@ class TapaBlockwise(torch.autograd.Function):
             grad_ka[:, keys] += torch.bmm(grad_amp.mT, qa_rows)
             t = grad_s.mul_(amp).mul_(sin_x)  # T = dS A sin x
             if grad_alpha is not None:
-                lnd = log_table[index].to(dtype).flatten()
+                lnd = log_table[index].flatten()
                 grad_alpha -= (x.mul_(t).view(batch, n_heads, -1) @ lnd)
             grad_phase = _heads_view(t, batch, n_kv, block.rows).mul_(dist_pow).view_as(t)  # -dPhi
             grad_qp[:, :, block.start:block.stop] = torch.bmm(grad_phase, kp[:, keys]).unflatten(1, (-1, block.rows))
@@ -129,7 +132,7 @@ def _tapa_scores(qa: Tensor, ka: Tensor, qp: Tensor, kp: Tensor, pow_table: Tens
                  batch: int) -> tuple[Tensor, Tensor, Tensor]:
     """The phase argument x of a block: ``(B*Hkv, G*rows, key_end)``; also |i-j|^alpha and the distance index."""
     index = block_distance(block, qa.device)
-    dist_pow = _block_dist_pow(pow_table, index, ka.shape[0] // batch, qa.dtype)
+    dist_pow = _block_dist_pow(pow_table, index, ka.shape[0] // batch)
     x = torch.bmm(block_rows(qp, block), kp[:, :block.key_end].mT)
     _heads_view(x, batch, ka.shape[0] // batch, block.rows).mul_(dist_pow)
     return x, dist_pow, index

@@ -127,8 +127,8 @@ def _output_and_grads(attention: Attention, case: AttentionCase, leaves: dict[st
     out = attention(case, leaves)
     names = [n for n in ("q", "k", "v", "head_param", "static_phase") if _used(case, n)]
     grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_out.to(out.dtype).to(out.device))
-    grads = {f"d{n}": g.cpu().double() for n, g in zip(names, grads, strict=True)}
-    return {"out": out.detach().cpu().double(), **grads}
+    return {"out": out.detach().cpu().double(),
+            **{f"d{n}": g.cpu().double() for n, g in zip(names, grads, strict=True)}}
 
 
 def _used(case: AttentionCase, name: str) -> bool:

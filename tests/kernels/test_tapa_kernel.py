@@ -31,6 +31,9 @@ CASES = [
     AttentionCase(lq=33, lk=33, head_dim=32, theta=0.5, alpha=0.5, batch=2, head_param="learnable", phase="static"),
     AttentionCase(lq=50, lk=64, head_dim=16, theta=0.75, alpha=1.0, phase="linear", dtype=F16, layout="views"),
     AttentionCase(lq=65, lk=65, head_dim=48, theta=0.5, alpha=0.5, kv_heads=2, head_param="learnable"),
+    AttentionCase(lq=64, lk=129, head_dim=32, theta=0.75, alpha=0.1, heads=4, kv_heads=2, head_param="learnable",
+                  dtype=F16),
+    AttentionCase(lq=100, lk=100, head_dim=64, theta=0.25, alpha=1.0, batch=2, kv_heads=2, layout="views"),
 ]
 
 
