@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tapa_lab.data.corpus import Corpus
 from tapa_lab.data.eval_windows import EvalWindows
 from tapa_lab.data.packing import PackedCorpus, pack_corpus
+from tapa_lab.data.passkey import Filler, PasskeyTrainWindows
 from tapa_lab.data.shakespeare import Shakespeare
 from tapa_lab.data.split import SPLITS, Split
 from tapa_lab.data.tokenizer import Tokenizer
@@ -55,11 +56,16 @@ class TextDataModule(L.LightningDataModule):
             ``seed_everything`` (0 if none was set).
         val_fraction: expected fraction of documents in the validation split, in (0, 1).
         test_fraction: expected fraction of documents in the test split, in (0, 1).
+        passkey_rate: fraction of training windows replaced by passkey-retrieval examples at the training length,
+            in [0, 1] (0: plain text only); drawn from (seed, sample id), so resume stays exact. See
+            :mod:`tapa_lab.data.passkey`.
+        passkey_filler: filler of those examples: ``repeat`` (a fixed sentence) or ``corpus`` (training text).
     """
 
     def __init__(self, corpus: Corpus | None = None, tokenizer: Tokenizer | None = None, seq_len: int = 512,
                  batch_size: int = 16, val_windows: int = 64, num_workers: int = 0, data_dir: str = "data",
-                 seed: int | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05) -> None:
+                 seed: int | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05,
+                 passkey_rate: float = 0.0, passkey_filler: Filler = "repeat") -> None:
         super().__init__()
         require(seq_len >= 1, "data.seq_len", ">= 1", seq_len)
         require(batch_size >= 1, "data.batch_size", ">= 1", batch_size)
@@ -68,6 +74,8 @@ class TextDataModule(L.LightningDataModule):
         require(seed is None or seed >= 0, "data.seed", ">= 0 or null", seed)
         require(0 < val_fraction < 1, "data.val_fraction", "in (0, 1)", val_fraction)
         require(0 < test_fraction < 1, "data.test_fraction", "in (0, 1)", test_fraction)
+        require(0 <= passkey_rate <= 1, "data.passkey_rate", "in [0, 1]", passkey_rate)
+        require(passkey_filler in ("repeat", "corpus"), "data.passkey_filler", "repeat or corpus", passkey_filler)
         self.corpus = corpus if corpus is not None else Shakespeare()
         self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
         self.seq_len = seq_len
@@ -78,6 +86,8 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.passkey_rate = passkey_rate
+        self.passkey_filler = passkey_filler
         self._packed: PackedCorpus | None = None
 
     @property
@@ -121,7 +131,10 @@ class TextDataModule(L.LightningDataModule):
                                   "lower seq_len or use a larger corpus.")
 
     def train_dataset(self) -> TrainWindows:
-        """The training stream's dataset (the place a task mixture plugs in)."""
+        """The training stream's dataset: corpus windows, mixed with passkey examples when ``passkey_rate > 0``."""
+        if self.passkey_rate > 0:
+            return PasskeyTrainWindows(self.packed.tokens("train"), self.seq_len, self.stream_seed(), self.tokenizer,
+                                       self.passkey_rate, self.passkey_filler)
         return TrainWindows(self.packed.tokens("train"), self.seq_len, self.stream_seed())
 
     def train_dataloader(self) -> DataLoader:
@@ -143,7 +156,8 @@ class TextDataModule(L.LightningDataModule):
         consumed = (lambda: trainer.global_step * per_step) if trainer is not None else (lambda: 0)
         sampler = ResumableSampler(samples_per_epoch, consumed, rank, world_size)
         identity = {"data.seed": self.stream_seed(), "data.seq_len": self.seq_len, "data.batch_size": self.batch_size,
-                    "trainer.accumulate_grad_batches": accumulate, "corpus manifest hash": self.manifest_hash}
+                    "trainer.accumulate_grad_batches": accumulate, "corpus manifest hash": self.manifest_hash,
+                    "data.passkey_rate": self.passkey_rate, "data.passkey_filler": self.passkey_filler}
         return StreamLoader(self.train_dataset(), identity=identity, batch_size=self.batch_size, sampler=sampler,
                             drop_last=True, **self._loader_options())
 
@@ -160,7 +174,7 @@ class TextDataModule(L.LightningDataModule):
     def provenance(self) -> dict:
         """What the run record stores about the data: corpus recipe, manifest hash, tokenizer, cache and split sizes."""
         record = {"corpus": self.corpus.name, "recipe": self.corpus.recipe(), "tokenizer": self.tokenizer.config(),
-                  "seq_len": self.seq_len, "seed": self.stream_seed()}
+                  "seq_len": self.seq_len, "seed": self.stream_seed(), "passkey_rate": self.passkey_rate}
         if self._packed is not None:
             meta = self._packed.meta
             record.update(manifest_hash=meta["manifest_hash"], cache=str(self._packed.directory),

@@ -7,14 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from jsonargparse import auto_parser
 
 from tapa_lab.cli import run_lightning
+from tapa_lab.eval.command import evaluate
 from tapa_lab.lit.module import LanguageModel
 from tapa_lab.posenc import PositionalEncoding
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 FULL_CONFIGS = sorted([EXPERIMENTS / "smoke.yaml", *(EXPERIMENTS / "model").glob("*.yaml")])
 PE_FRAGMENTS = sorted((EXPERIMENTS / "posenc").glob("*.yaml"))
+EVAL_CONFIGS = sorted((EXPERIMENTS / "eval").glob("*.yaml"))
+EXTENSION_CONFIGS = sorted((EXPERIMENTS / "extension").glob("*.yaml"))
 CPU_ONLY = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
             "--trainer.num_nodes", "1", "--trainer.precision", "32-true"]
 
@@ -28,7 +32,7 @@ def instantiate(*configs: Path) -> LanguageModel:
 
 def test_every_config_is_covered():
     """No YAML is left out of the parse tests (ablation grids have their own tests)."""
-    covered = set(FULL_CONFIGS) | set(PE_FRAGMENTS)
+    covered = set(FULL_CONFIGS) | set(PE_FRAGMENTS) | set(EVAL_CONFIGS) | set(EXTENSION_CONFIGS)
     shipped = {p for p in EXPERIMENTS.rglob("*.yaml") if "ablations" not in p.parts}
     assert shipped == covered
 
@@ -51,3 +55,33 @@ def test_pe_fragment_swaps_only_the_posenc(fragment, in_tmp):
     for key, value in expected.get("init_args", {}).items():
         assert getattr(posenc, key) == value
     assert model.model.config.d_model == 128  # the tiny preset is untouched
+
+
+@pytest.mark.parametrize("config", EVAL_CONFIGS, ids=lambda p: p.stem)
+def test_eval_config_parses_into_the_eval_command(config):
+    parser = auto_parser(evaluate, as_positional=False, exit_on_error=False)  # the parser `tapa-lab eval` uses
+    init = parser.instantiate(parser.parse_args(["--config", str(config), "--run", "checkpoints/x/version_0"]))
+    expected = yaml.safe_load(config.read_text())
+    for section in ("perplexity", "passkey", "bias"):
+        if section in expected:
+            assert all(getattr(init[section], key) == value for key, value in expected[section].items()
+                       if not isinstance(value, list)), section
+    if init.perplexity is not None:
+        assert init.perplexity.lengths_for(128) == [round(m * 128) for m in init.perplexity.multiples]
+    if "corpus" in expected.get("data", {}):
+        assert type(init.data.corpus).__name__ == expected["data"]["corpus"]["class_path"].rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize("config", EXTENSION_CONFIGS, ids=lambda p: p.stem)
+def test_extension_config_switches_pe_and_length(config, in_tmp):
+    expected = yaml.safe_load(config.read_text())
+    base_pe = "tapa.yaml" if "TAPA" in expected["model"]["posenc"]["class_path"] else "rope.yaml"
+    cli = run_lightning(["--config", str(EXPERIMENTS / "model" / "tiny.yaml"),
+                         "--config", str(EXPERIMENTS / "posenc" / base_pe), "--config", str(config), *CPU_ONLY],
+                        run=False)
+    posenc = cli.model.model.blocks[0].attn.posenc
+    assert f"tapa_lab.posenc.{type(posenc).__name__}" == expected["model"]["posenc"]["class_path"]
+    for key, value in expected["model"]["posenc"]["init_args"].items():
+        assert getattr(posenc, key) == value
+    assert cli.datamodule.seq_len == expected["data"]["seq_len"]
+    assert cli.trainer.logger.name == expected["trainer"]["logger"]["init_args"]["name"]
