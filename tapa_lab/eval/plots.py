@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -23,8 +24,13 @@ def perplexity_figure(rows: list[dict], train_seq_len: int) -> Figure:
     figure, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.plot([r["length"] for r in rows], [r["perplexity"] for r in rows], marker="o")
     ax.axvline(train_seq_len, color="grey", linestyle=":", label=f"training length {train_seq_len}")
+    lengths = [r["length"] for r in rows]
     ax.set(xscale="log", yscale="log", xlabel="evaluation length (tokens)", ylabel="perplexity",
            title=f"Perplexity by length ({rows[0]['mode']})")
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ticker.ScalarFormatter())
     ax.legend()
     return figure
 
