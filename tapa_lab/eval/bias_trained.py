@@ -15,7 +15,6 @@ per-sample standard deviation, is compared with the noise floor 1/sqrt(samples p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from tapa_lab.eval.perplexity import plan_windows
 from tapa_lab.model import DecoderLM
-from tapa_lab.posenc import TAPA, PositionalEncoding
+from tapa_lab.posenc import PositionalEncoding
 from tapa_lab.posenc.base import ConfigError, require
 
 HISTOGRAM_BINS = 60
@@ -90,31 +89,10 @@ def pair_scores(posenc: PositionalEncoding, q: Tensor, k: Tensor, query: Tensor,
     Returns:
         ``(H, n)`` float64 scores.
 
-    Raises:
-        ConfigError: for a PE that overrides ``attend`` in a way this analysis does not know.
     """
     group = q.shape[0] // k.shape[0]
     k = k.repeat_interleave(group, dim=0)  # (H, L, D): head h reads key/value head h // group
-    distance = (query - key).double()
-    if isinstance(posenc, TAPA):
-        da = posenc.amp_dim
-        q_phase, k_phase, phase_scale = posenc.phase_vectors(q[None, :, :, da:], k[None, :, :, da:])
-        amp = (q[:, query, :da] * k[:, key, :da]).double().sum(-1) / math.sqrt(da)  # (H, n)
-        phi = phase_scale * (q_phase[0][:, query] * k_phase[0][:, key]).double().sum(-1)  # (H, n)
-        alpha = posenc.head_alpha()
-        alpha = alpha.double()[:, None] if isinstance(alpha, Tensor) else alpha
-        reach = (2 * math.pi if posenc.two_pi else 1.0) * distance[None, :].pow(alpha)
-        return amp * torch.cos(reach * phi)
-    if type(posenc).attend is not PositionalEncoding.attend:
-        raise ConfigError(f"bias: the analysis does not know how {type(posenc).__name__} scores (it overrides "
-                          "attend); it supports TAPA and every PE built on transform_qk / score_bias.")
-    positions = torch.arange(q.shape[1], device=q.device)
-    q_rot, k_rot = posenc.transform_qk(q[None], k[None], positions)
-    scores = (q_rot[0][:, query] * k_rot[0][:, key]).double().sum(-1) * posenc.softmax_scale
-    slopes = posenc.score_bias()
-    if slopes is not None:
-        scores = scores - slopes.double()[:, None] * distance[None, :]
-    return scores
+    return posenc.pair_scores(q, k, query, key)
 
 
 def pair_terms(q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:

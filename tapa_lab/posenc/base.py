@@ -105,6 +105,26 @@ class PositionalEncoding(nn.Module):
         return causal_attention(q, k, v, scale=self.softmax_scale, alibi_slopes=self.score_bias(),
                                 backend=self.backend)
 
+    def pair_scores(self, q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> Tensor:
+        """Pre-softmax scores of chosen (query, key) position pairs in float64, for analysis (not for training).
+
+        Args:
+            q: ``(H, L, D)`` queries before the PE, positions ``0 .. L-1``.
+            k: ``(H, L, D)`` keys before the PE (grouped key heads already repeated to H).
+            query, key: ``(n,)`` positions of the pairs, ``key <= query``.
+
+        Returns:
+            ``(H, n)`` scores, exactly those :meth:`attend` feeds to the softmax.
+        """
+        if type(self).attend is not PositionalEncoding.attend:
+            raise NotImplementedError(f"{type(self).__name__} overrides attend, so it must override pair_scores too.")
+        q_pos, k_pos = self.transform_qk(q[None], k[None], torch.arange(q.shape[1], device=q.device))
+        scores = (q_pos[0][:, query] * k_pos[0][:, key]).double().sum(-1) * self.softmax_scale
+        slopes = self.score_bias()
+        if slopes is not None:
+            scores = scores - slopes.double()[:, None] * (query - key).double()[None, :]
+        return scores
+
     def extra_repr(self) -> str:
         return f"backend={self.backend}"
 

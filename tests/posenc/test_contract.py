@@ -107,3 +107,17 @@ def test_gradients_reach_q_k_v(cls):
     pe.attend(q, k, v, torch.arange(12)).square().sum().backward()
     for t in (q, k, v):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("cls", PE_CLASSES, ids=lambda c: c.__name__)
+def test_pair_scores_are_the_scores_attend_uses(cls):
+    """softmax over the pair scores of every (i, j <= i), times v, reproduces attend's output."""
+    pe = make_pe(cls)
+    q, k, v = qkv(b=1, dtype=torch.float64)
+    length = q.shape[2]
+    query, key = torch.tril_indices(length, length)
+    k_heads, v_heads = repeat_kv(k, 4)[0], repeat_kv(v, 4)[0]  # (H, L, D)
+    scores = torch.full((4, length, length), float("-inf"), dtype=torch.float64)
+    scores[:, query, key] = pe.pair_scores(q[0], k_heads, query, key)
+    expected = torch.softmax(scores, dim=-1) @ v_heads
+    torch.testing.assert_close(pe.attend(q, k, v, torch.arange(length))[0], expected, rtol=1e-6, atol=1e-6)
