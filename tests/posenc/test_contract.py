@@ -12,10 +12,12 @@ from tapa_lab.posenc import PositionalEncoding
 
 
 def all_pe_classes() -> list[type[PositionalEncoding]]:
+    """Every PE class of the lab (not the dynamic subclasses jsonargparse's lazy_instance makes elsewhere)."""
     found, stack = [], [PositionalEncoding]
     while stack:
         cls = stack.pop()
-        found.append(cls)
+        if cls.__module__.startswith("tapa_lab.posenc."):
+            found.append(cls)
         stack.extend(cls.__subclasses__())
     return sorted(set(found), key=lambda c: c.__name__)
 
