@@ -43,6 +43,18 @@ def smoke(session: nox.Session) -> None:
 
 
 @nox.session(reuse_venv=True, default=False)
+def ablation(session: nox.Session) -> None:
+    """Run an ablation grid and write its report: `nox -s ablation -- experiments/ablations/<grid>.yaml [--workers N]`.
+
+    The first arg is the grid (default experiments/ablations/smoke.yaml); the rest go to `tapa-lab ablation run`.
+    Rerunning resumes: finished cells are skipped. Regenerate a report alone with `tapa-lab ablation report`.
+    """
+    install(session)
+    grid, *rest = session.posargs or ["experiments/ablations/smoke.yaml"]
+    session.run("tapa-lab", "ablation", "run", "--grid", grid, *rest)
+
+
+@nox.session(reuse_venv=True, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks: training throughput per PE (CPU or GPU) and the attention kernels (GPU). Args go to both."""
     install(session)

@@ -146,17 +146,23 @@ def always_on_callbacks() -> list:
 
 def lab_commands() -> dict[str, Callable | dict[str, Callable]]:
     """The lab's own subcommands, each a typed function whose docstring is its ``--help``."""
+    from tapa_lab.ablation.command import report_grid, run_grid
     from tapa_lab.bench.attention import bench_attention
     from tapa_lab.bench.training import bench_training
     from tapa_lab.data.prepare import prepare_corpus
+    from tapa_lab.eval.bias_theory import bias_theory
+    from tapa_lab.eval.command import evaluate
 
     return {
         "data": {"prepare": prepare_corpus},
         "bench": {"attention": bench_attention, "training": bench_training},
+        "ablation": {"run": run_grid, "report": report_grid},
+        "eval": evaluate,
+        "bias-theory": bias_theory,
     }
 
 
-LAB_COMMAND_NAMES = ("data", "bench")
+LAB_COMMAND_NAMES = ("data", "bench", "ablation", "eval", "bias-theory")
 
 
 def run_lightning(args: list[str] | None = None, run: bool = True) -> LabCLI:

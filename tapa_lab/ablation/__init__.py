@@ -1,0 +1,1 @@
+"""Ablation grids: expansion and validation (grid), the runner, statistics over seeds, the report and its plots."""

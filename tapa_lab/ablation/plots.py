@@ -1,0 +1,90 @@
+"""Report figures: perplexity against evaluation length with confidence bands, and passkey heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from tapa_lab.ablation.stats import summarize  # noqa: E402
+
+
+def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_len: int | None, title: str,
+                              path: Path) -> Path:
+    """Mean perplexity by evaluation length, one line per cell, with a shaded 95% t interval over seeds.
+
+    Args:
+        curves: ``{cell label: {length: [perplexity of each seed]}}``.
+        train_len: the training length, marked by a vertical line (``None``: no line).
+        title: the figure title.
+        path: the PNG to write.
+    """
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    for label, by_length in curves.items():
+        lengths = sorted(by_length)
+        summaries = [summarize(by_length[length]) for length in lengths]
+        means = np.array([s.mean for s in summaries])
+        line, = axis.plot(lengths, means, marker="o", label=label)
+        if all(s.n > 1 for s in summaries):
+            axis.fill_between(lengths, [max(s.ci_low, 1e-3) for s in summaries], [s.ci_high for s in summaries],
+                              color=line.get_color(), alpha=0.2, linewidth=0)
+    if train_len is not None:
+        axis.axvline(train_len, color="grey", linestyle=":", linewidth=1, label="training length")
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    all_lengths = sorted({length for by_length in curves.values() for length in by_length})
+    axis.set_xticks(all_lengths, [str(length) for length in all_lengths])
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axis.yaxis.set_major_formatter(plain)
+    axis.yaxis.set_minor_formatter(plain)
+    axis.tick_params(axis="y", which="minor", labelsize=7)
+    axis.set_xlabel("evaluation length (tokens)")
+    axis.set_ylabel("perplexity (mean over seeds, 95% CI band)")
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_passkey_heatmaps(grids: dict[str, tuple[list[int], list[float], np.ndarray]], title: str, path: Path) -> Path:
+    """One heatmap per cell of passkey accuracy (mean over seeds) by context length and key depth.
+
+    Args:
+        grids: ``{cell label: (lengths, depths, accuracy (len(lengths), len(depths)))}``.
+        title: the figure title.
+        path: the PNG to write.
+    """
+    count = len(grids)
+    columns = min(3, count)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns + 1, 3.6 * rows), squeeze=False,
+                                layout="constrained")
+    image = None
+    for axis, (label, (lengths, depths, accuracy)) in zip(axes.flat, grids.items(), strict=False):
+        image = axis.imshow(accuracy.T, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        axis.set_xticks(range(len(lengths)), [str(length) for length in lengths], fontsize=7)
+        axis.set_yticks(range(len(depths)), [f"{depth:.0%}" for depth in depths], fontsize=7)
+        axis.set_xlabel("context length")
+        axis.set_ylabel("key depth")
+        axis.set_title(label, fontsize=9)
+        for i in range(len(lengths)):
+            for j in range(len(depths)):
+                axis.text(i, j, f"{accuracy[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                          color="white" if accuracy[i, j] < 0.5 else "black")
+    for axis in list(axes.flat)[count:]:
+        axis.axis("off")
+    if image is not None:
+        figure.colorbar(image, ax=axes, shrink=0.8, label="accuracy")
+    figure.suptitle(title)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

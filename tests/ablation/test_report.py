@@ -1,0 +1,103 @@
+"""The report from a grid folder of made-up results (no training): the sweep picks each PE's best learning rate on
+validation, only the chosen cells reach the main table and the tests, pairs are made across learning rates, and the
+plots (perplexity by length, passkey heatmaps) and hparams are written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tapa_lab.ablation.report import write_report
+from tapa_lab.ablation.results import CellResult
+from tapa_lab.ablation.stats import paired_test, summarize
+
+GRID = {
+    "name": "fake",
+    "description": "made-up results",
+    "base": ["experiments/model/tiny.yaml"],
+    "seeds": [1, 2, 3],
+    "axes": {"pe": {"levels": {"rope": {}, "tapa": {}}},
+             "lr": {"key": "model.optim.lr", "values": [0.001, 0.003], "select": "val/loss"}},
+    "evaluation": {"checkpoint": "last", "args": {}},
+    "report": {"baseline": {"pe": "rope"}, "metrics": ["val/loss", "ppl@1x", "ppl@4x"]},
+}
+# val/loss by (pe, lr): rope is best at 0.003, tapa at 0.001
+VAL_LOSS = {("rope", "0.001"): 2.5, ("rope", "0.003"): 2.3, ("tapa", "0.001"): 2.2, ("tapa", "0.003"): 2.6}
+PPL_4X = {"rope": [40.0, 44.0, 47.0], "tapa": [14.0, 15.0, 15.5]}
+
+
+def fake_eval(ppl_1x: float, ppl_4x: float) -> dict:
+    return {"checkpoint": "last.ckpt", "train_seq_len": 128, "protocol": {},
+            "perplexity": [{"length": 128, "multiple": 1.0, "perplexity": ppl_1x, "nll": float(np.log(ppl_1x)),
+                            "tokens": 100, "mode": "sliding", "stride": 64},
+                           {"length": 512, "multiple": 4.0, "perplexity": ppl_4x, "nll": float(np.log(ppl_4x)),
+                            "tokens": 100, "mode": "sliding", "stride": 256}],
+            "position_loss": [],
+            "passkey": {"lengths": [128, 512], "depths": [0.0, 0.5, 1.0], "accuracy": [[1, 1, 0.5], [0.5, 0, 0]],
+                        "mean_accuracy": 0.5, "trials": 2},
+            "bias": None}
+
+
+
+@pytest.fixture
+def grid_folder(tmp_path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grid.yaml").write_text(yaml.safe_dump(GRID))
+    ids = []
+    for (pe, lr), loss in VAL_LOSS.items():
+        selected = (pe, lr) in (("rope", "0.003"), ("tapa", "0.001"))
+        for i, seed in enumerate(GRID["seeds"]):
+            cell_id = f"{pe}-{lr}-{seed}"
+            ids.append(cell_id)
+            folder = out / "cells" / cell_id
+            folder.mkdir(parents=True)
+            (folder / "cell.json").write_text(json.dumps({"cell_id": cell_id, "stage": "train", "seed": seed,
+                                                          "levels": {"pe": pe, "lr": lr}, "init_from": None}))
+            metrics = {"val/loss": loss + 0.01 * i}
+            if selected:
+                results = fake_eval(10.0 + i, PPL_4X[pe][i])
+                (folder / "run" / "eval").mkdir(parents=True)
+                (folder / "run" / "eval" / "results.json").write_text(json.dumps(results))
+                metrics.update({"ppl@1x": 10.0 + i, "nll@1x": float(np.log(10.0 + i)), "ppl@4x": PPL_4X[pe][i],
+                                "nll@4x": float(np.log(PPL_4X[pe][i]))})
+            CellResult(cell_id, "finished", None, metrics, {"train": 60.0}, evaluated=selected).write(folder)
+    (out / "cells.json").write_text(json.dumps(ids))
+    return out
+
+
+def table_row(report: str, label: str) -> str:
+    return next(line for line in report.splitlines() if line.startswith(f"| {label} | "))
+
+
+def test_main_table_keeps_each_pe_at_its_best_learning_rate(grid_folder):
+    report = write_report(grid_folder).read_text()
+    main = report.split("## Appendix")[0]
+    assert "| pe=rope, lr=0.003 | 3 |" in main and "| pe=tapa, lr=0.001 | 3 |" in main
+    assert "pe=rope, lr=0.001" not in main and "pe=tapa, lr=0.003" not in main
+    expected = summarize(PPL_4X["tapa"])
+    assert f"{expected.mean:.4g} ± {expected.std:.2g} [{expected.ci_low:.4g}, {expected.ci_high:.4g}]" in table_row(
+        main, "pe=tapa, lr=0.001")
+    sweep = report.split("## Appendix: `lr` sweep")[1]
+    assert table_row(sweep, "pe=rope, lr=0.003").endswith("| yes |")
+    assert table_row(sweep, "pe=rope, lr=0.001").endswith("|  |")
+
+
+def test_paired_tests_pair_each_pe_at_its_own_learning_rate_by_seed(grid_folder):
+    report = write_report(grid_folder).read_text()
+    expected = paired_test(np.log(PPL_4X["tapa"]), np.log(PPL_4X["rope"]))
+    row = table_row(report.split("Paired tests against")[1], "pe=tapa, lr=0.001 | nll@4x")
+    assert f"| 3 | {expected.mean_diff:+.4g} | {expected.t_pvalue:.3g} | n < 6 |" in row
+
+
+def test_plots_and_hparams_are_written(grid_folder):
+    write_report(grid_folder)
+    folder = grid_folder / "report"
+    for name in ("ppl_vs_length_train.png", "passkey_train.png"):
+        assert (folder / name).stat().st_size > 10_000
+        assert f"]({name})" in (folder / "report.md").read_text()
+    assert len(list((folder / "tensorboard").glob("*/events.out.tfevents.*"))) == 12
