@@ -17,7 +17,8 @@ from tapa_lab.ablation.stats import summarize  # noqa: E402
 
 def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_len: int | None, title: str,
                               path: Path) -> Path:
-    """Mean perplexity by evaluation length, one line per cell, with a shaded 95% t interval over seeds.
+    """Perplexity by evaluation length, one line per cell: the geometric mean over seeds, with a band at the 95% t
+    interval of the mean log-perplexity (the NLL; an interval on raw perplexities can go below zero).
 
     Args:
         curves: ``{cell label: {length: [perplexity of each seed]}}``.
@@ -28,11 +29,10 @@ def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_l
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
     for label, by_length in curves.items():
         lengths = sorted(by_length)
-        summaries = [summarize(by_length[length]) for length in lengths]
-        means = np.array([s.mean for s in summaries])
-        line, = axis.plot(lengths, means, marker="o", label=label)
+        summaries = [summarize(np.log(by_length[length])) for length in lengths]
+        line, = axis.plot(lengths, [np.exp(s.mean) for s in summaries], marker="o", label=label)
         if all(s.n > 1 for s in summaries):
-            axis.fill_between(lengths, [max(s.ci_low, 1e-3) for s in summaries], [s.ci_high for s in summaries],
+            axis.fill_between(lengths, [np.exp(s.ci_low) for s in summaries], [np.exp(s.ci_high) for s in summaries],
                               color=line.get_color(), alpha=0.2, linewidth=0)
     if train_len is not None:
         axis.axvline(train_len, color="grey", linestyle=":", linewidth=1, label="training length")
@@ -40,12 +40,9 @@ def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_l
     axis.set_yscale("log")
     all_lengths = sorted({length for by_length in curves.values() for length in by_length})
     axis.set_xticks(all_lengths, [str(length) for length in all_lengths])
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axis.yaxis.set_major_formatter(plain)
-    axis.yaxis.set_minor_formatter(plain)
-    axis.tick_params(axis="y", which="minor", labelsize=7)
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_xlabel("evaluation length (tokens)")
-    axis.set_ylabel("perplexity (mean over seeds, 95% CI band)")
+    axis.set_ylabel("perplexity (geometric mean over seeds, 95% CI)")
     axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
