@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from tapa_lab.lit.callbacks import RunRecord, TokenThroughputMonitor
+from tapa_lab.lit.callbacks import RunRecord, StepProgressBar, TokenThroughputMonitor
 from tapa_lab.lit.checkpoint_io import load_checkpoint
 from tapa_lab.lit.datamodule import TextDataModule
 from tapa_lab.lit.module import LanguageModel
@@ -140,7 +141,7 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path | None, subcommand: s
 
 def always_on_callbacks() -> list:
     """Callbacks every run gets in addition to ``trainer.callbacks`` (LightningCLI appends trainer_defaults')."""
-    return [RichProgressBar(), RichModelSummary(max_depth=2), LearningRateMonitor("step"), TokenThroughputMonitor(),
+    return [StepProgressBar(), RichModelSummary(max_depth=2), LearningRateMonitor("step"), TokenThroughputMonitor(),
             RunRecord()]
 
 
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tapa-lab`` console script."""
     args = sys.argv[1:] if argv is None else argv
     torch.set_float32_matmul_precision("high")
+    # Lightning 2.6 calls a pytree API that torch >= 2.10 deprecates: noise on every run, nothing for users to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     try:
         if args and args[0] in LAB_COMMAND_NAMES:
             CLI(lab_commands(), args=args, as_positional=False)

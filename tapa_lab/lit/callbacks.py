@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
 from torch import Tensor
 
 
@@ -33,6 +33,28 @@ class TokenThroughputMonitor(ThroughputMonitor):
 
     def __init__(self, window_size: int = 20) -> None:
         super().__init__(batch_size_fn=_batch_size, length_fn=_batch_tokens, window_size=window_size)
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, labelled by optimizer step when ``trainer.max_steps`` ends training.
+
+    Runs bounded by steps have no last epoch (Lightning's label would read ``Epoch 0/-2``); this bar reads
+    ``Epoch 0 · step 120/200`` instead.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_steps is None or trainer.max_steps < 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch} · step {trainer.global_step}/{trainer.max_steps}"
+        return f"{description:{len(self.validation_description)}}"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.train_progress_bar_id is not None and self.progress is not None:
+            self.progress.update(self.train_progress_bar_id,
+                                 description=self._get_train_description(trainer.current_epoch))
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 def git_state(root: Path) -> dict[str, Any]:
