@@ -1,4 +1,5 @@
-"""Backend dispatch for the attention kernels: ``auto`` = Triton on CUDA, PyTorch elsewhere.
+"""Backend dispatch for the attention kernels and RoPE's rotation: ``auto`` = Triton on CUDA (float64 excepted),
+PyTorch elsewhere.
 
 ``backend="triton"`` on CPU tensors runs the Triton kernels through Triton's interpreter, which needs
 ``TRITON_INTERPRET=1`` in the environment before triton is first imported; without it the call fails with an error
@@ -11,9 +12,11 @@ from __future__ import annotations
 import math
 import os
 
+import torch
 from torch import Tensor
 
 from tapa_lab.kernels.causal_torch import causal_attention_torch
+from tapa_lab.kernels.rope_torch import rotate
 from tapa_lab.kernels.tapa_torch import tapa_attention_torch
 
 BACKENDS = ("auto", "triton", "torch")
@@ -28,8 +31,8 @@ def _use_triton(backend: str, x: Tensor) -> bool:
     """Whether a call with this ``backend`` on tensors like ``x`` runs the Triton kernels."""
     if backend not in BACKENDS:
         raise ValueError(f"backend = {backend!r} is not allowed: backend must be one of {', '.join(BACKENDS)}.")
-    if backend == "torch" or (backend == "auto" and not x.is_cuda):
-        return False
+    if backend == "torch" or (backend == "auto" and (not x.is_cuda or x.dtype == torch.float64)):
+        return False  # auto: float64 (analysis, references) takes the PyTorch path; the kernels compute in fp32
     if not x.is_cuda and not interpreter_enabled():
         raise RuntimeError(f"backend='triton' got tensors on {x.device}: Triton runs on CPU only through its "
                            "interpreter; set TRITON_INTERPRET=1 in the environment before triton is imported, or use "
@@ -91,3 +94,28 @@ def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tenso
                                      phase_scale=phase_factor)
     return tapa_attention_torch(q_amp, k_amp, q_phase, k_phase, v, alpha=alpha, amp_scale=amp_scale,
                                 phase_scale=phase_factor, chunk_size=chunk_size)
+
+
+def rope_rotate(x: Tensor, cos: Tensor, sin: Tensor, *, scale: float = 1.0, backend: str = "auto") -> Tensor:
+    """RoPE's rotation of ``x`` (pairs ``d, d + R/2``; dims ``>= R`` pass through), times ``scale``.
+
+    out[..., d] = scale (x_d cos - x_{d+R/2} sin), out[..., d + R/2] = scale (x_{d+R/2} cos + x_d sin), computed in
+    fp32 (or wider). The Triton path fuses the rotation and the scale in one pass; the PyTorch path is
+    :func:`tapa_lab.kernels.rope_torch.rotate`, then a multiplication by ``scale`` when it is not 1.
+
+    Args:
+        x: ``(B, H, L, D)``; any strides. The Triton path takes fp16, bf16 and fp32 (float64 only on the torch path).
+        cos, sin: ``(L, R/2)``, float32 or float64, the cosine and sine of the angles of x's positions (for queries at
+            the last ``Lq`` of the ``Lk`` positions, the last ``Lq`` rows). They get no gradient.
+        scale: factor of the whole output (YaRN's attention factor; 1 for plain RoPE).
+        backend: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
+
+    Returns:
+        ``(B, H, L, D)`` in x's dtype.
+    """
+    if _use_triton(backend, x):
+        from tapa_lab.kernels.triton_rope import rope_rotate_triton
+
+        return rope_rotate_triton(x, cos, sin, scale=scale)
+    out = rotate(x, cos, sin)
+    return out if scale == 1.0 else out * scale

@@ -66,11 +66,16 @@ def _check_inputs(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor | None, k_phase:
     if head_param is not None and head_param.shape != (n_heads,):
         raise ValueError(f"the per-head parameter (alpha or ALiBi slopes) must have shape ({n_heads},); "
                          f"got {tuple(head_param.shape)}.")
-    if q_amp.device.type == "cpu" and not INTERPRETED:
+    check_launch_device(q_amp)
+
+
+def check_launch_device(x: Tensor) -> None:
+    """Raise ``RuntimeError`` unless the Triton kernels can run on ``x``'s device (CUDA, or CPU when interpreted)."""
+    if x.device.type == "cpu" and not INTERPRETED:
         raise RuntimeError("the Triton kernels got CPU tensors but were defined without Triton's interpreter: set "
                            "TRITON_INTERPRET=1 before tapa_lab's Triton kernels are first imported.")
-    if q_amp.device.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"the Triton kernels run on CUDA (or CPU under the interpreter), not {q_amp.device}.")
+    if x.device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"the Triton kernels run on CUDA (or CPU under the interpreter), not {x.device}.")
 
 
 def _on_device(x: Tensor) -> contextlib.AbstractContextManager:

@@ -3,6 +3,8 @@
 q and k are rotated pairwise by angles ``position * w_d``, ``w_d = base^(-2d/R)`` over the ``R`` rotary dimensions, so
 q_m.k_n depends on m - n only. Pairs follow the GPT-NeoX/Llama layout: dimension ``d`` pairs with ``d + R/2``.
 Context-extension variants (PI, NTK-aware, YaRN) live in ``rope_scaling.py`` and override :meth:`RoPE.inv_freq`.
+The rotation itself is :func:`tapa_lab.kernels.rope_rotate`: a fused Triton kernel on the Triton backend, PyTorch
+(:func:`tapa_lab.kernels.rope_torch.rotate`) otherwise.
 """
 
 from __future__ import annotations
@@ -10,23 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tapa_lab.kernels import rope_rotate
 from tapa_lab.posenc.base import Backend, PositionalEncoding, require
-
-
-def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the first ``2 * cos.shape[-1]`` dims of ``x`` (pairs ``d, d + R/2``); the rest pass through.
-
-    Args:
-        x: ``(B, H, L, D)``.
-        cos, sin: ``(L, R/2)``, float32 or float64; the rotation runs in the wider of x's dtype and float32.
-    """
-    half = cos.shape[-1]
-    compute = torch.promote_types(x.dtype, torch.float32)
-    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    x1f, x2f, cos, sin = x1.to(compute), x2.to(compute), cos.to(compute), sin.to(compute)
-    out1 = x1f * cos - x2f * sin
-    out2 = x2f * cos + x1f * sin
-    return torch.cat([out1.to(x.dtype), out2.to(x.dtype), rest], dim=-1)
 
 
 class RoPE(PositionalEncoding):
@@ -35,7 +22,8 @@ class RoPE(PositionalEncoding):
     Args:
         base: the frequency base; w_d = base^(-2d/R). Llama 2 uses 1e4, Llama 3 5e5.
         rotary_fraction: fraction of each head's dimensions that rotate (partial rotary, as GPT-NeoX); in (0, 1].
-        backend: attention implementation: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
+        backend: rotation and attention implementation: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or
+            ``torch``.
     """
 
     def __init__(self, base: float = 10000.0, rotary_fraction: float = 1.0, backend: Backend = "auto") -> None:
@@ -73,12 +61,11 @@ class RoPE(PositionalEncoding):
         return angles.cos(), angles.sin()
 
     def transform_qk(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        cos, sin = self.cos_sin(positions)
+        cos, sin = self.cos_sin(positions)  # (Lk, R/2) each; queries sit at the last Lq positions
         lq = q.shape[2]
-        q, k = rotate(q, cos[-lq:], sin[-lq:]), rotate(k, cos, sin)
         factor = self.attention_factor()
-        if factor != 1.0:
-            q, k = q * factor, k * factor
+        q = rope_rotate(q, cos[-lq:], sin[-lq:], scale=factor, backend=self.backend)
+        k = rope_rotate(k, cos, sin, scale=factor, backend=self.backend)
         return q, k
 
     def extra_repr(self) -> str:

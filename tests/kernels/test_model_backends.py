@@ -1,6 +1,6 @@
 """A tiny decoder trains with ``backend: triton`` (the interpreter on CPU) exactly like ``backend: torch``:
 same losses step after step, within fp32 tolerance, for every kernel mode (plain via NoPE and RoPE, ALiBi, TAPA
-with fixed and learnable alpha)."""
+with fixed and learnable alpha) and for RoPE's fused rotation (full, and partial with YaRN's scale)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from tapa_lab.model import DecoderConfig, DecoderLM
-from tapa_lab.posenc import TAPA, ALiBi, NoPE, RoPE, TAPALinearPhase
+from tapa_lab.posenc import TAPA, ALiBi, NoPE, RoPE, TAPALinearPhase, YaRN
 
 CASES = {
     "nope": lambda backend: NoPE(backend=backend),
     "rope": lambda backend: RoPE(backend=backend),
+    "yarn-partial-rotary": lambda backend: YaRN(factor=4.0, original_max_len=8, rotary_fraction=0.5, backend=backend),
     "alibi": lambda backend: ALiBi(backend=backend),
     "tapa": lambda backend: TAPA(alpha=0.5, backend=backend),
     "tapa-learnable-alpha": lambda backend: TAPA(learnable_alpha=True, backend=backend),
