@@ -1,4 +1,4 @@
-"""Helpers for the ablation tests: grid files written from dicts, with fragment paths into the lab's experiments/."""
+"""Fixtures of the ablation tests: grid files written from dicts (the grids themselves are in ``grid_cases``)."""
 
 from __future__ import annotations
 
@@ -6,29 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-#: Settings of a seconds-long cell: a 1-layer d=32 decoder on the committed fixture corpus.
-FIXTURE_SET = {
-    "trainer.accelerator": "cpu", "trainer.max_steps": 6, "trainer.val_check_interval": 3,
-    "trainer.limit_val_batches": 2, "trainer.log_every_n_steps": 1, "model.architecture.d_model": 32,
-    "model.architecture.n_layers": 1, "model.architecture.n_heads": 2, "model.architecture.n_kv_heads": 1,
-    "data.corpus": "tapa_lab.data.Fixture", "data.seq_len": 32, "data.batch_size": 4, "data.val_windows": 4,
-}
-
-
-def minimal_grid(**overrides) -> dict:
-    """A valid two-PE grid on the fixture corpus; ``overrides`` replace top-level keys."""
-    grid = {
-        "name": "test",
-        "base": [str(EXPERIMENTS / "model" / "tiny.yaml")],
-        "set": dict(FIXTURE_SET),
-        "seeds": [1, 2],
-        "axes": {"pe": {"levels": {"rope": {"config": [str(EXPERIMENTS / "posenc" / "rope.yaml")]},
-                                   "nope": {"config": [str(EXPERIMENTS / "posenc" / "nope.yaml")]}}}},
-    }
-    grid.update(overrides)
-    return grid
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, FIXTURE_SET, minimal_grid
+from grid_cases import EXPERIMENTS, FIXTURE_SET, minimal_grid
 
 from tapa_lab.ablation.grid import GridError, expand, load_grid
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXPERIMENTS
+from grid_cases import EXPERIMENTS
 
 from tapa_lab.ablation.command import report_grid, run_grid
 from tapa_lab.ablation.report import _format_summary
