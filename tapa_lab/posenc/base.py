@@ -119,7 +119,7 @@ class PositionalEncoding(nn.Module):
         if type(self).attend is not PositionalEncoding.attend:
             raise NotImplementedError(f"{type(self).__name__} overrides attend, so it must override pair_scores too.")
         q_pos, k_pos = self.transform_qk(q[None], k[None], torch.arange(q.shape[1], device=q.device))
-        scores = (q_pos[0][:, query] * k_pos[0][:, key]).double().sum(-1) * self.softmax_scale
+        scores = (q_pos[0][:, query].double() * k_pos[0][:, key].double()).sum(-1) * self.softmax_scale
         slopes = self.score_bias()
         if slopes is not None:
             scores = scores - slopes.double()[:, None] * (query - key).double()[None, :]

@@ -84,8 +84,8 @@ class TAPA(PositionalEncoding):
     def pair_scores(self, q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> Tensor:
         da = self.amp_dim
         q_phase, k_phase, phase_scale = self.phase_vectors(q[None, :, :, da:], k[None, :, :, da:])
-        amplitude = (q[:, query, :da] * k[:, key, :da]).double().sum(-1) / math.sqrt(da)  # (H, n)
-        phase = phase_scale * (q_phase[0][:, query] * k_phase[0][:, key]).double().sum(-1)  # (H, n)
+        amplitude = (q[:, query, :da].double() * k[:, key, :da].double()).sum(-1) / math.sqrt(da)  # (H, n)
+        phase = phase_scale * (q_phase[0][:, query].double() * k_phase[0][:, key].double()).sum(-1)  # (H, n)
         alpha = self.head_alpha()
         alpha = alpha.detach().double()[:, None] if isinstance(alpha, Tensor) else alpha
         reach = (2 * math.pi if self.two_pi else 1.0) * (query - key).double()[None, :].pow(alpha)  # (H or 1, n)
