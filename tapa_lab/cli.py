@@ -1,9 +1,10 @@
-"""The ``tapa-lab`` command: Lightning's subcommands (fit, validate, test, predict) plus the lab's own.
+"""The lab's LightningCLI: Lightning's subcommands (fit, validate, test, predict) with the lab's defaults.
 
     tapa-lab fit --config experiments/smoke.yaml
     tapa-lab fit --config checkpoints/<name>/version_<n>/config.yaml --ckpt_path last     # resume exactly
     tapa-lab test --config checkpoints/<name>/version_<n>/config.yaml --ckpt_path best
-    tapa-lab <lab command> --help                                                         # see LAB_COMMANDS
+
+The ``tapa-lab`` entry point itself (Lightning's subcommands plus the lab's) is :mod:`tapa_lab.__main__`.
 
 Every run lives in ``checkpoints/<name>/version_<n>/`` (TensorBoard events, ``config.yaml``, ``checkpoints/``, the
 reproducibility record). The saved config pins its version, so passing it back resumes or evaluates that same run.
@@ -12,13 +13,9 @@ reproducibility record). The saved config pins its version, so passing it back r
 from __future__ import annotations
 
 import os
-import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from jsonargparse import CLI, Namespace, set_parsing_settings
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
@@ -27,11 +24,11 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from tapa_lab.errors import ConfigError
 from tapa_lab.lit.callbacks import RunRecord, StepProgressBar, TokenThroughputMonitor
 from tapa_lab.lit.checkpoint_io import load_checkpoint
 from tapa_lab.lit.datamodule import TextDataModule
 from tapa_lab.lit.module import LanguageModel
-from tapa_lab.posenc.base import ConfigError
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
 
@@ -145,29 +142,14 @@ def always_on_callbacks() -> list:
             RunRecord()]
 
 
-def lab_commands() -> dict[str, Callable | dict[str, Callable]]:
-    """The lab's own subcommands, each a typed function whose docstring is its ``--help``."""
-    from tapa_lab.ablation.command import report_grid, run_grid
-    from tapa_lab.bench.attention import bench_attention
-    from tapa_lab.bench.training import bench_training
-    from tapa_lab.data.prepare import prepare_corpus
-    from tapa_lab.eval.bias_theory import bias_theory
-    from tapa_lab.eval.command import evaluate
+def run_lightning(args: list[str] | None = None, run: bool = True, epilog: str | None = None) -> LabCLI:
+    """Build the LightningCLI (``run=False`` parses and instantiates only, as the config tests do).
 
-    return {
-        "data": {"prepare": prepare_corpus},
-        "bench": {"attention": bench_attention, "training": bench_training},
-        "ablation": {"run": run_grid, "report": report_grid},
-        "eval": evaluate,
-        "bias-theory": bias_theory,
-    }
-
-
-LAB_COMMAND_NAMES = ("data", "bench", "ablation", "eval", "bias-theory")
-
-
-def run_lightning(args: list[str] | None = None, run: bool = True) -> LabCLI:
-    """Build the LightningCLI (``run=False`` parses and instantiates only, as the config tests do)."""
+    Args:
+        args: the command line after ``tapa-lab`` (default ``sys.argv[1:]``).
+        run: run the subcommand; false parses and instantiates only.
+        epilog: text at the end of ``--help`` (the entry point lists the lab's own commands there).
+    """
     return LabCLI(
         LanguageModel,
         TextDataModule,
@@ -176,27 +158,7 @@ def run_lightning(args: list[str] | None = None, run: bool = True) -> LabCLI:
         seed_everything_default=1234,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # LanguageModel configures AdamW + warm-up/cosine from model.optim
-        parser_kwargs={"epilog": "Lab commands: " + ", ".join(LAB_COMMAND_NAMES) + " (tapa-lab <command> --help)."},
+        parser_kwargs={"epilog": epilog},
         args=args,
         run=run,
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``tapa-lab`` console script."""
-    args = sys.argv[1:] if argv is None else argv
-    torch.set_float32_matmul_precision("high")
-    # Lightning 2.6 calls a pytree API that torch >= 2.10 deprecates: noise on every run, nothing for users to do.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    try:
-        if args and args[0] in LAB_COMMAND_NAMES:
-            CLI(lab_commands(), args=args, as_positional=False)
-        else:
-            run_lightning(argv)
-    except ConfigError as error:
-        print(f"tapa-lab: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

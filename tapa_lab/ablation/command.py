@@ -17,7 +17,7 @@ from tapa_lab.ablation.runner import prepare_folder, record_invocation, run_cell
 DEFAULT_OUT_ROOT = Path("checkpoints") / "ablations"
 
 
-def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, evaluate: bool | None = None,
+def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, evaluate: bool = True,
              dry_run: bool = False) -> None:
     """Expand a grid, train and evaluate every cell (skipping finished ones), and write the report.
 
@@ -26,7 +26,7 @@ def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, 
         out_dir: the grid's output folder (default checkpoints/ablations/<grid name>); rerunning resumes it.
         workers: cells run at once, each in its own process with cores // workers threads (default: the grid's
             ``workers``, else 1).
-        evaluate: run ``tapa-lab eval`` after training (default: when the lab has that command).
+        evaluate: run ``tapa-lab eval`` after training (false trains only; rerunning later evaluates).
         dry_run: expand and validate the grid, list its cells, and stop before training.
     """
     console = Console()

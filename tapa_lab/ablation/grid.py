@@ -47,7 +47,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 GRID_KEYS = {"name", "description", "base", "set", "seeds", "axes", "zip", "stages", "evaluation", "report", "workers"}
 LEVEL_AXIS_KEYS = {"levels"}

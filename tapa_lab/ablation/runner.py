@@ -58,13 +58,6 @@ TRAINED_MARKER = "trained"
 EVALUATED_MARKER = "evaluated"
 
 
-def eval_command_available() -> bool:
-    """Whether this lab has the ``tapa-lab eval`` command."""
-    from tapa_lab.cli import LAB_COMMAND_NAMES
-
-    return "eval" in LAB_COMMAND_NAMES
-
-
 def prepare_folder(grid: Grid, cells: list[Cell], out_dir: Path) -> None:
     """Write the grid copy, the index of its cells and each cell's ``config.yaml`` and ``cell.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +90,7 @@ def _cores() -> int:
 
 
 def run_cells(grid: Grid, cells: list[Cell], out_dir: Path, workers: int = 1, console: Console | None = None,
-              evaluate: bool | None = None) -> list[CellResult]:
+              evaluate: bool = True) -> list[CellResult]:
     """Train every cell, then evaluate the selected ones, stage by stage, ``workers`` processes at a time.
 
     Args:
@@ -106,13 +99,12 @@ def run_cells(grid: Grid, cells: list[Cell], out_dir: Path, workers: int = 1, co
         out_dir: the grid's output folder (:func:`prepare_folder` has written it).
         workers: processes run at once; each gets :func:`threads_per_worker` threads.
         console: where the progress display goes.
-        evaluate: run the evaluations; ``None`` means when ``tapa-lab eval`` exists.
+        evaluate: run the evaluations (false trains only; a later run evaluates).
 
     Returns:
         One result per cell, in the order of ``cells``.
     """
     console = console or Console()
-    evaluate = eval_command_available() if evaluate is None else evaluate
     threads = threads_per_worker(workers)
     results: dict[str, CellResult] = {}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -144,12 +136,6 @@ def run_cells(grid: Grid, cells: list[Cell], out_dir: Path, workers: int = 1, co
             if evaluate:
                 overall = progress.add_task(f"{stage}: evaluation", total=len(to_evaluate))
                 _map(workers, lambda cell, o=overall: step("eval", cell, o), to_evaluate, results)
-            else:
-                for cell in stage_cells:
-                    if cell.evaluation is not None and results[cell.cell_id].status == "finished":
-                        results[cell.cell_id].error = ("not evaluated: this lab has no `tapa-lab eval` command; "
-                                                       "rerun the grid when it has")
-                        results[cell.cell_id].write(cell_dir(out_dir, cell.cell_id))
     return [results[cell.cell_id] for cell in cells]
 
 
@@ -242,7 +228,7 @@ def _lab_process(args: list[str], log: Path, threads: int) -> int:
     with log.open("a") as stream:
         stream.write(f"\n$ tapa-lab {' '.join(args)}  [{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC]\n")
         stream.flush()
-        return subprocess.run([sys.executable, "-m", "tapa_lab.cli", *args], stdout=stream, stderr=subprocess.STDOUT,
+        return subprocess.run([sys.executable, "-m", "tapa_lab", *args], stdout=stream, stderr=subprocess.STDOUT,
                               env=env, check=False).returncode
 
 

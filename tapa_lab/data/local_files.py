@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tapa_lab.data.corpus import Corpus, Document
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 TEXT_SUFFIXES = (".txt", ".md")
 ROW_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tapa_lab.data.tokenizer import Tokenizer
 from tapa_lab.data.train_windows import TrainWindows
-from tapa_lab.posenc.base import require
+from tapa_lab.errors import require
 
 Filler = Literal["repeat", "corpus"]
 

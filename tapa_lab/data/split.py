@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Literal
 
-from tapa_lab.posenc.base import ConfigError, require
+from tapa_lab.errors import ConfigError, require
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")

@@ -14,7 +14,7 @@ import numpy as np
 
 from tapa_lab.data.atomic import write_text_atomic
 from tapa_lab.data.tokenizer import Tokenizer
-from tapa_lab.posenc.base import require
+from tapa_lab.errors import require
 
 SPECIAL_TOKENS = ("<|endofdocument|>", "<|pad|>")
 FILE_NAME = "tokenizer.json"

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 
 class TrainWindows(Dataset):

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tapa_lab.errors import require
 from tapa_lab.eval.plots import save_figure, theory_figure
 from tapa_lab.kernels.rope_torch import rotate
 from tapa_lab.posenc import RoPE
-from tapa_lab.posenc.base import require
 
 
 def mean_vector(pair_mean: tuple[float, float], head_dim: int) -> Tensor:

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tapa_lab.errors import ConfigError, require
 from tapa_lab.eval.perplexity import plan_windows
 from tapa_lab.model import DecoderLM
 from tapa_lab.posenc import PositionalEncoding
-from tapa_lab.posenc.base import ConfigError, require
 
 HISTOGRAM_BINS = 60
 QUANTILES = ("5%", "25%", "50%", "75%", "95%")

@@ -23,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tapa_lab.data.corpus import Corpus
 from tapa_lab.data.split import Split
 from tapa_lab.data.tokenizer import Tokenizer
+from tapa_lab.errors import ConfigError, require
 from tapa_lab.eval.bias_trained import BiasConfig, evaluate_bias
 from tapa_lab.eval.load import LoadedRun, load_run
 from tapa_lab.eval.passkey import PasskeyConfig, evaluate_passkey
@@ -36,7 +37,6 @@ from tapa_lab.eval.plots import (
     save_figure,
 )
 from tapa_lab.lit.datamodule import TextDataModule
-from tapa_lab.posenc.base import ConfigError, require
 
 SPLIT_STAGE = {"train": "fit", "validation": "validate", "test": "test"}
 

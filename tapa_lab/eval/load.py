@@ -14,10 +14,10 @@ import torch
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
+from tapa_lab.errors import ConfigError
 from tapa_lab.lit.checkpoint_io import load_checkpoint
 from tapa_lab.lit.datamodule import TextDataModule
 from tapa_lab.lit.module import LanguageModel
-from tapa_lab.posenc.base import ConfigError
 
 
 @dataclass

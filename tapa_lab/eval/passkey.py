@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from tapa_lab.data.passkey import Filler, is_exact_answer, make_example, minimum_length, random_key
 from tapa_lab.data.tokenizer import Tokenizer
+from tapa_lab.errors import ConfigError, require
 from tapa_lab.eval.perplexity import eval_lengths
-from tapa_lab.posenc.base import ConfigError, require
 
 
 @dataclass

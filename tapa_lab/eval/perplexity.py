@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tapa_lab.posenc.base import ConfigError, require
+from tapa_lab.errors import ConfigError, require
 
 PerplexityMode = Literal["sliding", "nonoverlapping"]
 #: The TAPA paper's sliding-window stride.

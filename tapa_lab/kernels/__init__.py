@@ -7,12 +7,14 @@ Public API (kernels never import model code):
                    backend="auto", chunk_size=None) -> (B, H, Lq, Dv)
     rope_rotate(x, cos, sin, *, scale=1.0, backend="auto") -> (B, H, L, D)
 
-Files: ``dispatch`` (backend choice), ``reference`` (materialised, for tests), ``blockwise`` + ``tapa_torch`` +
-``causal_torch`` + ``rope_torch`` (PyTorch paths), ``triton_score`` + ``triton_fwd`` + ``triton_bwd`` (kernels),
-``autotune`` (configurations), ``triton_attention`` (launchers and autograd), ``triton_rope`` (RoPE's rotation: kernel,
-launcher and autograd). Triton is imported only when a Triton path runs.
+Files: ``launch`` (backend type, dtypes, device checks; no Triton), ``dispatch`` (backend choice), ``reference``
+(materialised, for tests), ``blockwise`` + ``tapa_torch`` + ``causal_torch`` + ``rope_torch`` (PyTorch paths),
+``triton_score`` + ``triton_fwd`` + ``triton_bwd`` (kernels), ``autotune`` (configurations), ``triton_attention``
+(launchers and autograd), ``triton_rope`` (RoPE's rotation: kernel, launcher and autograd). Triton is imported only
+when a Triton path runs.
 """
 
 from tapa_lab.kernels.dispatch import causal_attention, rope_rotate, tapa_attention
+from tapa_lab.kernels.launch import BACKENDS, Backend
 
-__all__ = ["causal_attention", "rope_rotate", "tapa_attention"]
+__all__ = ["BACKENDS", "Backend", "causal_attention", "rope_rotate", "tapa_attention"]

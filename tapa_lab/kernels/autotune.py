@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import triton
 
-from tapa_lab.kernels.dispatch import interpreter_enabled
+from tapa_lab.kernels.launch import interpreter_enabled
 
 #: Whether the kernels run in Triton's interpreter (``triton.jit`` decides when the kernels are defined, at import).
 INTERPRETED: bool = interpreter_enabled()

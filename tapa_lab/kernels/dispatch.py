@@ -10,38 +10,28 @@ importing this package never imports triton.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import Tensor
 
 from tapa_lab.kernels.causal_torch import causal_attention_torch
+from tapa_lab.kernels.launch import BACKENDS, Backend, check_launch_device, interpreter_enabled
 from tapa_lab.kernels.rope_torch import rotate
 from tapa_lab.kernels.tapa_torch import tapa_attention_torch
 
-BACKENDS = ("auto", "triton", "torch")
 
-
-def interpreter_enabled() -> bool:
-    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (``triton.jit`` reads it when defining a kernel)."""
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on")
-
-
-def _use_triton(backend: str, x: Tensor) -> bool:
+def _use_triton(backend: Backend, x: Tensor) -> bool:
     """Whether a call with this ``backend`` on tensors like ``x`` runs the Triton kernels."""
     if backend not in BACKENDS:
         raise ValueError(f"backend = {backend!r} is not allowed: backend must be one of {', '.join(BACKENDS)}.")
     if backend == "torch" or (backend == "auto" and (not x.is_cuda or x.dtype == torch.float64)):
         return False  # auto: float64 (analysis, references) takes the PyTorch path; the kernels compute in fp32
-    if not x.is_cuda and not interpreter_enabled():
-        raise RuntimeError(f"backend='triton' got tensors on {x.device}: Triton runs on CPU only through its "
-                           "interpreter; set TRITON_INTERPRET=1 in the environment before triton is imported, or use "
-                           "backend='torch' (or 'auto').")
+    check_launch_device(x, interpreter_enabled())
     return True
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, alibi_slopes: Tensor | None = None,
-                     backend: str = "auto", chunk_size: int | None = None) -> Tensor:
+                     backend: Backend = "auto", chunk_size: int | None = None) -> Tensor:
     """Causal attention, with an optional ALiBi bias; queries sit at the last ``Lq`` of the ``Lk`` key positions.
 
     score(i, j) = scale q_i . k_j - m_h (i - j), keys j <= i only.
@@ -67,7 +57,7 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, alibi_slo
 
 def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tensor, v: Tensor, *,
                    alpha: float | Tensor, amp_scale: float, phase_scale: float, two_pi: bool = True,
-                   backend: str = "auto", chunk_size: int | None = None) -> Tensor:
+                   backend: Backend = "auto", chunk_size: int | None = None) -> Tensor:
     """TAPA attention (TAPA.md eq. 12); queries sit at the last ``Lq`` of the ``Lk`` key positions.
 
     score(i, j) = amp_scale (qA_i . kA_j) * cos(c |i-j|^alpha phase_scale (qP_i . kP_j)), c = 2 pi (or 1), causal.
@@ -96,7 +86,7 @@ def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tenso
                                 phase_scale=phase_factor, chunk_size=chunk_size)
 
 
-def rope_rotate(x: Tensor, cos: Tensor, sin: Tensor, *, scale: float = 1.0, backend: str = "auto") -> Tensor:
+def rope_rotate(x: Tensor, cos: Tensor, sin: Tensor, *, scale: float = 1.0, backend: Backend = "auto") -> Tensor:
     """RoPE's rotation of ``x`` (pairs ``d, d + R/2``; dims ``>= R`` pass through), times ``scale``.
 
     out[..., d] = scale (x_d cos - x_{d+R/2} sin), out[..., d + R/2] = scale (x_{d+R/2} cos + x_d sin), computed in

@@ -8,25 +8,17 @@ parameter (ALiBi slope or TAPA alpha) is differentiable.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 from torch import Tensor
 
 from tapa_lab.kernels.autotune import INTERPRETED
+from tapa_lab.kernels.launch import MAX_HEAD_DIM, SUPPORTED_DTYPES, block_dim, check_launch_device, on_device
 from tapa_lab.kernels.triton_bwd import _attn_bwd_dkdv, _attn_bwd_dq, _attn_bwd_preprocess
 from tapa_lab.kernels.triton_fwd import _attn_fwd
 from tapa_lab.kernels.triton_score import ALIBI, PLAIN, TAPA
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-MAX_HEAD_DIM = 256
 PREPROCESS_BLOCK_M = 64
-
-
-def _block_dim(dim: int) -> int:
-    """Head dimension padded for tl.dot: a power of two, at least 16."""
-    return max(16, triton.next_power_of_2(dim))
 
 
 def _check_inputs(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor | None, k_phase: Tensor | None, v: Tensor,
@@ -66,21 +58,7 @@ def _check_inputs(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor | None, k_phase:
     if head_param is not None and head_param.shape != (n_heads,):
         raise ValueError(f"the per-head parameter (alpha or ALiBi slopes) must have shape ({n_heads},); "
                          f"got {tuple(head_param.shape)}.")
-    check_launch_device(q_amp)
-
-
-def check_launch_device(x: Tensor) -> None:
-    """Raise ``RuntimeError`` unless the Triton kernels can run on ``x``'s device (CUDA, or CPU when interpreted)."""
-    if x.device.type == "cpu" and not INTERPRETED:
-        raise RuntimeError("the Triton kernels got CPU tensors but were defined without Triton's interpreter: set "
-                           "TRITON_INTERPRET=1 before tapa_lab's Triton kernels are first imported.")
-    if x.device.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"the Triton kernels run on CUDA (or CPU under the interpreter), not {x.device}.")
-
-
-def _on_device(x: Tensor) -> contextlib.AbstractContextManager:
-    """Make ``x``'s CUDA device current while launching (Triton launches on the current device)."""
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    check_launch_device(q_amp, INTERPRETED)
 
 
 def _per_head(param: Tensor, n_heads: int, name: str) -> Tensor:
@@ -117,7 +95,7 @@ class TritonAttention(torch.autograd.Function):
         def grid(meta: dict) -> tuple[int, int]:
             return triton.cdiv(lq, meta["BLOCK_M"]), batch * n_heads
 
-        with _on_device(q_amp):
+        with on_device(q_amp):
             _attn_fwd[grid](
                 q_amp, k_amp, q_phase if q_phase is not None else q_amp, k_phase if k_phase is not None else k_amp,
                 v, out, lse, param,
@@ -125,7 +103,7 @@ class TritonAttention(torch.autograd.Function):
                 *_strides(out),
                 amp_scale, phase_scale, n_heads, n_heads // k_amp.shape[1], lq, lk, da, dp, dv,
                 MODE=mode, DOT_PRECISION=_dot_precision(q_amp.dtype),
-                BLOCK_DA=_block_dim(da), BLOCK_DP=_block_dim(dp), BLOCK_DV=_block_dim(dv))
+                BLOCK_DA=block_dim(da), BLOCK_DP=block_dim(dp), BLOCK_DV=block_dim(dv))
         ctx.save_for_backward(q_amp, k_amp, q_phase, k_phase, v, head_param, param, out, lse)
         ctx.mode, ctx.amp_scale, ctx.phase_scale = mode, amp_scale, phase_scale
         return out
@@ -151,7 +129,7 @@ class TritonAttention(torch.autograd.Function):
         strides = (*_strides(q_amp), *_strides(k_amp), *_strides(q_phase), *_strides(k_phase), *_strides(v),
                    *_strides(grad_out))
         sizes = (ctx.amp_scale, ctx.phase_scale, n_heads, n_heads // n_kv, lq, lk, da, dp, dv)
-        blocks = {"BLOCK_DA": _block_dim(da), "BLOCK_DP": _block_dim(dp), "BLOCK_DV": _block_dim(dv),
+        blocks = {"BLOCK_DA": block_dim(da), "BLOCK_DP": block_dim(dp), "BLOCK_DV": block_dim(dv),
                   "DOT_PRECISION": _dot_precision(q_amp.dtype)}
 
         def query_grid(meta: dict) -> tuple[int, int]:
@@ -160,10 +138,10 @@ class TritonAttention(torch.autograd.Function):
         def key_grid(meta: dict) -> tuple[int, int]:
             return triton.cdiv(lk, meta["BLOCK_N"]), batch * n_kv
 
-        with _on_device(q_amp):
+        with on_device(q_amp):
             _attn_bwd_preprocess[(triton.cdiv(lq, PREPROCESS_BLOCK_M), batch * n_heads)](
                 out, grad_out, delta, *_strides(out), *_strides(grad_out), n_heads, lq, dv,
-                BLOCK_M=PREPROCESS_BLOCK_M, BLOCK_DV=_block_dim(dv))
+                BLOCK_M=PREPROCESS_BLOCK_M, BLOCK_DV=block_dim(dv))
             _attn_bwd_dkdv[key_grid](
                 q_amp, k_amp, q_phase_arg, k_phase_arg, v, grad_out, lse, delta, param,
                 grad_ka, grad_kp if tapa else grad_ka, grad_v, *strides, *sizes, MODE=mode, **blocks)

@@ -22,7 +22,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tapa_lab.kernels.triton_attention import SUPPORTED_DTYPES, _on_device, check_launch_device
+from tapa_lab.kernels.autotune import INTERPRETED
+from tapa_lab.kernels.launch import SUPPORTED_DTYPES, check_launch_device, on_device
 
 #: Elements of a (BLOCK_L, BLOCK_HALF) tile a program aims at; BLOCK_L is at most MAX_BLOCK_L positions.
 TILE_ELEMENTS = 2048
@@ -95,7 +96,7 @@ def _check_inputs(x: Tensor, cos: Tensor, sin: Tensor) -> None:
     if not 1 <= half <= head_dim // 2:
         raise ValueError(f"cos/sin have {half} columns: the rotary dims (2 x {half}) must be 2 .. head_dim "
                          f"({head_dim}).")
-    check_launch_device(x)
+    check_launch_device(x, INTERPRETED)
 
 
 class TritonRoPE(torch.autograd.Function):
@@ -110,7 +111,7 @@ class TritonRoPE(torch.autograd.Function):
         block_half = triton.next_power_of_2(half)
         block_l = min(MAX_BLOCK_L, max(1, TILE_ELEMENTS // block_half))
         n_pass = head_dim - 2 * half
-        with _on_device(x):
+        with on_device(x):
             _rope_fwd[(triton.cdiv(length, block_l), batch * n_heads)](
                 x, cos, sin, out, *x.stride(), *cos.stride(), *out.stride(),
                 scale, n_heads, length, half, head_dim,

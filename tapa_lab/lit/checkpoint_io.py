@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 
 def load_checkpoint(path: Path, field: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from tapa_lab.data.split import SPLITS, Split
 from tapa_lab.data.tokenizer import Tokenizer
 from tapa_lab.data.tokenizer_byte import ByteTokenizer
 from tapa_lab.data.train_windows import ResumableSampler, StreamLoader, TrainWindows
-from tapa_lab.posenc.base import ConfigError, require
+from tapa_lab.errors import ConfigError, require
 
 STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
     "fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": (),

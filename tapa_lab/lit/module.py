@@ -13,10 +13,10 @@ from jsonargparse import lazy_instance
 from torch import Tensor
 from torchmetrics.text import Perplexity
 
+from tapa_lab.errors import ConfigError, require
 from tapa_lab.lit.checkpoint_io import load_checkpoint
 from tapa_lab.model import DecoderConfig, DecoderLM
 from tapa_lab.posenc import PositionalEncoding, RoPE
-from tapa_lab.posenc.base import ConfigError, require
 
 
 @dataclass

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from tapa_lab.errors import require
 from tapa_lab.model.blocks import Block, RMSNorm
-from tapa_lab.posenc.base import PositionalEncoding, require
+from tapa_lab.posenc.base import PositionalEncoding
 
 
 @dataclass
@@ -39,7 +40,7 @@ class DecoderConfig:
     """Standard deviation of the normal weight init (residual projections are scaled by 1/sqrt(2 n_layers))."""
 
     def validate(self) -> None:
-        """Raise :class:`~tapa_lab.posenc.ConfigError` naming the first field out of range."""
+        """Raise :class:`~tapa_lab.errors.ConfigError` naming the first field out of range."""
         require(self.n_layers >= 1, "model.architecture.n_layers", ">= 1", self.n_layers)
         require(self.n_heads >= 1, "model.architecture.n_heads", ">= 1", self.n_heads)
         require(self.d_model >= 1 and self.d_model % self.n_heads == 0, "model.architecture.d_model",

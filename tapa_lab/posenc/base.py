@@ -18,24 +18,12 @@ attention layer owns its own bound copy, so learnable PE parameters (e.g. TAPA's
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from tapa_lab.kernels import causal_attention
-
-Backend = Literal["auto", "triton", "torch"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range; the message names the field and what is allowed."""
-
-
-def require(condition: bool, field: str, allowed: str, value: object) -> None:
-    """Raise :class:`ConfigError` naming ``field``, the ``allowed`` values and the offending ``value``."""
-    if not condition:
-        raise ConfigError(f"{field} = {value!r} is not allowed: {field} must be {allowed}.")
+from tapa_lab.errors import require
+from tapa_lab.kernels import BACKENDS, Backend, causal_attention
 
 
 class PositionalEncoding(nn.Module):
@@ -47,7 +35,7 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, backend: Backend = "auto") -> None:
         super().__init__()
-        require(backend in ("auto", "triton", "torch"), "backend", "one of auto, triton, torch", backend)
+        require(backend in BACKENDS, "model.posenc.init_args.backend", f"one of {', '.join(BACKENDS)}", backend)
         self.backend = backend
         self.n_heads = 0
         self.n_kv_heads = 0
@@ -58,10 +46,10 @@ class PositionalEncoding(nn.Module):
 
         Subclasses extend this (call ``super().bind``) to check their constraints and to create state.
         """
-        require(n_heads >= 1, "model.n_heads", ">= 1", n_heads)
-        require(n_kv_heads >= 1 and n_heads % n_kv_heads == 0, "model.n_kv_heads", f"a divisor of n_heads={n_heads}",
-                n_kv_heads)
-        require(head_dim >= 1, "head_dim (d_model / n_heads)", ">= 1", head_dim)
+        require(n_heads >= 1, "model.architecture.n_heads", ">= 1", n_heads)
+        require(n_kv_heads >= 1 and n_heads % n_kv_heads == 0, "model.architecture.n_kv_heads",
+                f"a divisor of n_heads={n_heads}", n_kv_heads)
+        require(head_dim >= 1, "head dim (model.architecture.d_model / n_heads)", ">= 1", head_dim)
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
 
     @property
@@ -127,8 +115,3 @@ class PositionalEncoding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"backend={self.backend}"
-
-
-def default_positions(length: int, device: torch.device | str | None = None) -> Tensor:
-    """Positions ``0 .. length-1`` as a LongTensor of shape ``(length,)``."""
-    return torch.arange(length, device=device)

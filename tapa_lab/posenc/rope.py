@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tapa_lab.kernels import rope_rotate
-from tapa_lab.posenc.base import Backend, PositionalEncoding, require
+from tapa_lab.errors import require
+from tapa_lab.kernels import Backend, rope_rotate
+from tapa_lab.posenc.base import PositionalEncoding
 
 
 class RoPE(PositionalEncoding):

@@ -14,7 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-from tapa_lab.posenc.base import Backend, require
+from tapa_lab.errors import require
+from tapa_lab.kernels import Backend
 from tapa_lab.posenc.rope import RoPE
 
 

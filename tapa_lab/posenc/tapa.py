@@ -18,8 +18,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from tapa_lab.kernels import tapa_attention
-from tapa_lab.posenc.base import Backend, PositionalEncoding, require
+from tapa_lab.errors import require
+from tapa_lab.kernels import Backend, tapa_attention
+from tapa_lab.posenc.base import PositionalEncoding
 
 
 class TAPA(PositionalEncoding):

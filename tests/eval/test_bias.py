@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from tapa_lab.errors import ConfigError
 from tapa_lab.eval.bias_theory import (
     bias_theory,
     distance_grid,
@@ -18,7 +19,6 @@ from tapa_lab.eval.bias_theory import (
 )
 from tapa_lab.eval.bias_trained import BiasConfig, evaluate_bias, pair_scores, pair_terms
 from tapa_lab.posenc import TAPA, ALiBi, NoPE, RoPE, TAPALinearPhase, YaRN
-from tapa_lab.posenc.base import ConfigError
 
 
 @pytest.mark.parametrize(("base", "q_mean", "k_mean"),

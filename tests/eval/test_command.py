@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tapa_lab.cli import main, run_lightning
+from tapa_lab.__main__ import main
+from tapa_lab.cli import run_lightning
 
 LIT_CONFTEST = Path(__file__).resolve().parents[1] / "lit" / "conftest.py"
 _spec = importlib.util.spec_from_file_location("lit_conftest", LIT_CONFTEST)

@@ -16,11 +16,11 @@ from tapa_lab.data.passkey import (
     make_example,
     random_key,
 )
+from tapa_lab.errors import ConfigError
 from tapa_lab.eval.passkey import PasskeyConfig, greedy_outputs
 from tapa_lab.lit.datamodule import TextDataModule
 from tapa_lab.model import DecoderConfig, DecoderLM
 from tapa_lab.posenc import RoPE
-from tapa_lab.posenc.base import ConfigError
 
 TOKENIZER = ByteTokenizer()
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tapa_lab.errors import ConfigError
 from tapa_lab.eval.perplexity import PerplexityConfig, evaluate_length
-from tapa_lab.posenc.base import ConfigError
 
 CPU = torch.device("cpu")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tapa_lab.kernels import causal_attention, tapa_attention
-from tapa_lab.kernels.dispatch import interpreter_enabled
+from tapa_lab.kernels.launch import interpreter_enabled
 
 
 def _qkv(lq: int = 8, lk: int = 8, heads: int = 2, kv_heads: int = 1, dim: int = 16, dtype=torch.float32):

@@ -13,7 +13,7 @@ from kernel_cases import MARGIN
 from torch import Tensor
 
 from tapa_lab.kernels import rope_rotate
-from tapa_lab.kernels.dispatch import interpreter_enabled
+from tapa_lab.kernels.launch import interpreter_enabled
 from tapa_lab.kernels.rope_torch import rotate
 from tapa_lab.posenc import NTKAwareRoPE, PositionInterpolation, RoPE, YaRN
 

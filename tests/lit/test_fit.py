@@ -12,20 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tapa_lab.cli import main, run_lightning
-from tapa_lab.posenc import PositionalEncoding
+from tapa_lab.__main__ import main
+from tapa_lab.cli import run_lightning
+from tapa_lab.posenc import pe_classes
 
-PE_CLASS_PATHS = ["NoPE", "ALiBi", "RoPE", "PositionInterpolation", "NTKAwareRoPE", "YaRN", "TAPA",
-                  "TAPALinearPhase", "TAPAStaticPhase"]
+PE_CLASS_PATHS = list(pe_classes())
 
 
-def test_every_pe_class_is_trained_here():
-    import tapa_lab.posenc as posenc
-
-    concrete = {name for name in posenc.__all__
-                if isinstance(getattr(posenc, name), type) and issubclass(getattr(posenc, name), PositionalEncoding)
-                and name != "PositionalEncoding"}
-    assert concrete == set(PE_CLASS_PATHS)
+def test_pe_discovery_finds_the_shipped_families():
+    assert {"NoPE", "ALiBi", "RoPE", "YaRN", "TAPA", "TAPALinearPhase"} <= set(PE_CLASS_PATHS)
 
 
 @pytest.mark.parametrize("pe", PE_CLASS_PATHS)
@@ -115,7 +110,7 @@ def test_unknown_pe_class_is_rejected(in_tmp, fixture_run, capsys):
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes_trains(in_tmp, fixture_run, scalars):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "tapa_lab.cli", "fit", *fixture_run, "--trainer.max_steps", "4",
+    command = [sys.executable, "-m", "tapa_lab", "fit", *fixture_run, "--trainer.max_steps", "4",
                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
                "--model.posenc", "tapa_lab.posenc.TAPA", "--model.posenc.backend", "torch"]
     result = subprocess.run(command, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=600)

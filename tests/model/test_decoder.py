@@ -8,8 +8,9 @@ import pytest
 import torch
 import yaml
 
+from tapa_lab.errors import ConfigError
 from tapa_lab.model import DecoderConfig, DecoderLM
-from tapa_lab.posenc import TAPA, ALiBi, ConfigError, NoPE, RoPE
+from tapa_lab.posenc import TAPA, ALiBi, NoPE, RoPE
 
 PRESETS = Path(__file__).resolve().parents[2] / "experiments" / "model"
 

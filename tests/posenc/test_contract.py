@@ -6,23 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tapa_lab.posenc  # noqa: F401 - registers every PE subclass
 from tapa_lab.kernels.reference import repeat_kv
-from tapa_lab.posenc import PositionalEncoding
+from tapa_lab.posenc import PositionalEncoding, pe_classes
 
-
-def all_pe_classes() -> list[type[PositionalEncoding]]:
-    """Every PE class of the lab (not the dynamic subclasses jsonargparse's lazy_instance makes elsewhere)."""
-    found, stack = [], [PositionalEncoding]
-    while stack:
-        cls = stack.pop()
-        if cls.__module__.startswith("tapa_lab.posenc."):
-            found.append(cls)
-        stack.extend(cls.__subclasses__())
-    return sorted(set(found), key=lambda c: c.__name__)
-
-
-PE_CLASSES = all_pe_classes()
+PE_CLASSES = list(pe_classes().values())
 
 
 def make_pe(cls: type[PositionalEncoding], n_heads: int = 4, n_kv_heads: int = 2, head_dim: int = 16

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
+from tapa_lab.errors import ConfigError
 from tapa_lab.posenc import (
     TAPA,
     ALiBi,
-    ConfigError,
     NTKAwareRoPE,
     PositionInterpolation,
     RoPE,

@@ -1,0 +1,60 @@
+"""The ``tapa-lab`` command: Lightning's subcommands (fit, validate, test, predict) plus the lab's own.
+
+    tapa-lab fit --config experiments/smoke.yaml
+    tapa-lab fit --config checkpoints/<name>/version_<n>/config.yaml --ckpt_path last     # resume exactly
+    tapa-lab <lab command> --help                                                         # see lab_commands()
+
+This module is the top of the import graph: it may import every package of the lab, and nothing imports it.
+``python -m tapa_lab`` runs the same command.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+
+import torch
+from jsonargparse import CLI
+
+from tapa_lab.ablation.command import report_grid, run_grid
+from tapa_lab.bench.attention import bench_attention
+from tapa_lab.bench.training import bench_training
+from tapa_lab.cli import run_lightning
+from tapa_lab.data.prepare import prepare_corpus
+from tapa_lab.errors import ConfigError
+from tapa_lab.eval.bias_theory import bias_theory
+from tapa_lab.eval.command import evaluate
+
+
+def lab_commands() -> dict[str, Callable | dict[str, Callable]]:
+    """The lab's own subcommands, each a typed function whose docstring is its ``--help``."""
+    return {
+        "data": {"prepare": prepare_corpus},
+        "bench": {"attention": bench_attention, "training": bench_training},
+        "ablation": {"run": run_grid, "report": report_grid},
+        "eval": evaluate,
+        "bias-theory": bias_theory,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``tapa-lab`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    torch.set_float32_matmul_precision("high")
+    # Lightning 2.6 calls a pytree API that torch >= 2.10 deprecates: noise on every run, nothing for users to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    commands = lab_commands()
+    try:
+        if args and args[0] in commands:
+            CLI(commands, args=args, as_positional=False)
+        else:
+            epilog = f"Lab commands: {', '.join(commands)} (tapa-lab <command> --help)."
+            run_lightning(argv, epilog=epilog)
+    except ConfigError as error:
+        print(f"tapa-lab: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
