@@ -11,7 +11,7 @@ import os
 import nox
 
 nox.options.sessions = ["tests", "lint"]
-nox.options.reuse_existing_virtualenvs = True
+nox.options.reuse_existing_virtualenvs = True  # every session reuses its virtualenv
 
 TORCH = os.environ.get("TAPA_LAB_TORCH", "torch==2.13.0")
 
@@ -21,28 +21,28 @@ def install(session: nox.Session, extras: str = "dev") -> None:
     session.install("-e", f".[{extras}]")
 
 
-@nox.session(reuse_venv=True)
+@nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite on CPU (Triton kernels through the interpreter). Args go to pytest."""
-    install(session)
+    """Run the test suite on CPU (Triton kernels through the interpreter), with every extra. Args go to pytest."""
+    install(session, "dev,hf,cluster")
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session(reuse_venv=True)
+@nox.session
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install("ruff>=0.5")
     session.run("ruff", "check", ".")
 
 
-@nox.session(reuse_venv=True)
+@nox.session
 def smoke(session: nox.Session) -> None:
     """Train the tiny TAPA model on the default corpus (Shakespeare) for a few minutes; args go to `tapa-lab fit`."""
     install(session)
     session.run("tapa-lab", "fit", "--config", "experiments/smoke.yaml", *session.posargs)
 
 
-@nox.session(reuse_venv=True, default=False)
+@nox.session(default=False)
 def ablation(session: nox.Session) -> None:
     """Run an ablation grid and write its report: `nox -s ablation -- experiments/ablations/<grid>.yaml [--workers N]`.
 
@@ -54,7 +54,7 @@ def ablation(session: nox.Session) -> None:
     session.run("tapa-lab", "ablation", "run", "--grid", grid, *rest)
 
 
-@nox.session(reuse_venv=True, default=False)
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks: training throughput per PE (CPU or GPU) and the attention kernels (GPU). Args go to both."""
     install(session)

@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.table import Table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from tapa_lab.devices import resolve_device
+from tapa_lab.errors import require
 from tapa_lab.kernels import causal_attention, tapa_attention
 from tapa_lab.kernels.reference import tapa_attention_reference
 
@@ -166,13 +168,11 @@ def bench_attention(
         One dict per (implementation, L, D): fwd_ms, fwd_bwd_ms, fwd_tflops, fwd_bwd_tflops, peak_memory_mb (CUDA
         only), status (ok, oom or the error) and the cell's settings.
     """
-    target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    target = resolve_device(device)
     names = implementations or list(IMPLEMENTATIONS if target.type == "cuda" else CPU_IMPLEMENTATIONS)
     for name in names:
-        if name not in IMPLEMENTATIONS:
-            raise ValueError(f"implementations: unknown {name!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+        require(name in IMPLEMENTATIONS, "implementations", f"a list of {', '.join(IMPLEMENTATIONS)}", name)
+    require(dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", dtype)
     results = []
     console = Console()
     with console.status("benchmarking") as status:

@@ -18,32 +18,79 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
+from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
 
+from tapa_lab.devices import resolve_device
+from tapa_lab.errors import ConfigError, require
 from tapa_lab.model import DecoderConfig, DecoderLM
-from tapa_lab.posenc import TAPA, ALiBi, NoPE, PositionalEncoding, RoPE
+from tapa_lab.posenc import PositionalEncoding
 
-POSENCS = {"nope": NoPE, "rope": RoPE, "alibi": ALiBi, "tapa": TAPA}
+DEFAULT_POSENCS = ["experiments/posenc/rope.yaml", "experiments/posenc/tapa.yaml", "experiments/posenc/alibi.yaml",
+                   "experiments/posenc/nope.yaml"]
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _model_section(path: str, field: str) -> dict:
+    """The ``model`` mapping of a YAML file (a preset or a PE fragment), or a ConfigError naming ``field``."""
+    require(Path(path).is_file(), field, "an existing YAML file (see experiments/)", path)
+    try:
+        model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{field} = {path!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    require(isinstance(model, dict), field, "a YAML file with a model: section", path)
+    return model
+
+
+def _parse(section: dict, field: str) -> Namespace:
+    """Validate a ``model`` section with the same jsonargparse types the training CLI uses."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--architecture", type=DecoderConfig, default=DecoderConfig())
+    parser.add_argument("--posenc", type=PositionalEncoding | None, default=None)
+    try:
+        return parser.parse_object({k: v for k, v in section.items() if k in ("architecture", "posenc")})
+    except Exception as error:  # jsonargparse's ArgumentError: report it as the lab's one-line error
+        raise ConfigError(f"{field}: {str(error).splitlines()[0]}") from None
+
+
 def architecture_of(model_config: str) -> DecoderConfig:
-    """The ``model.architecture`` section of a preset YAML (e.g. experiments/model/small.yaml)."""
-    path = Path(model_config)
-    if not path.is_file():
-        raise ValueError(f"model_config = {model_config!r}: no such file; use a preset from experiments/model/.")
-    return DecoderConfig(**yaml.safe_load(path.read_text())["model"]["architecture"])
+    """The ``model.architecture`` of a preset YAML (e.g. experiments/model/small.yaml), validated."""
+    architecture = _parse(_model_section(model_config, "model_config"), "model_config").architecture
+    config = DecoderConfig(**vars(architecture)) if isinstance(architecture, Namespace) else architecture
+    config.validate()
+    return config
 
 
-def _measure(architecture: DecoderConfig, posenc: str, seq_len: int, batch_size: int, steps: int, warmup_steps: int,
-             device: str, backend: str) -> dict:
+def posenc_of(spec: str) -> tuple[str, dict]:
+    """A PE to benchmark, from a fragment (``experiments/posenc/tapa.yaml``) or a class path (``tapa_lab.posenc.TAPA``).
+
+    Returns:
+        ``(name, config)``: the fragment's stem or the class name in lower case, and ``{"class_path", "init_args"}``.
+    """
+    if spec.endswith((".yaml", ".yml")):
+        posenc = _parse(_model_section(spec, "posencs"), "posencs").posenc
+        require(posenc is not None, "posencs", "PE fragments with a model.posenc section", spec)
+        return Path(spec).stem, {"class_path": posenc.class_path, "init_args": vars(posenc.get("init_args") or {})}
+    posenc = _parse({"posenc": spec}, "posencs").posenc
+    return posenc.class_path.rsplit(".", 1)[-1].lower(), {"class_path": posenc.class_path, "init_args": {}}
+
+
+def _build_posenc(config: dict, backend: str) -> PositionalEncoding:
+    parser = ArgumentParser()
+    parser.add_argument("--posenc", type=PositionalEncoding)
+    init_args = {**config["init_args"], "backend": backend}
+    return parser.instantiate_classes(parser.parse_object({"posenc": {**config, "init_args": init_args}})).posenc
+
+
+def _measure(architecture: DecoderConfig, posenc: str, posenc_config: dict, seq_len: int, batch_size: int,
+             steps: int, warmup_steps: int, device: str, backend: str) -> dict:
     """Time ``steps`` training steps of one cell (runs inside a child process)."""
     torch.manual_seed(0)
-    pe: PositionalEncoding = POSENCS[posenc](backend=backend)
+    pe = _build_posenc(posenc_config, backend)
     model = DecoderLM(258, architecture, pe).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, 258, (batch_size, seq_len + 1), device=device)
@@ -82,7 +129,7 @@ def _child(queue: mp.Queue, kwargs: dict) -> None:
 
 def bench_training(
     model_config: str = "experiments/model/small.yaml",
-    posencs: list[str] = ["rope", "tapa", "alibi", "nope"],  # noqa: B006 - read-only default shown in --help
+    posencs: list[str] = DEFAULT_POSENCS,  # noqa: B006 - read-only default shown in --help
     seq_lens: list[int] = [512, 1024, 2048],  # noqa: B006
     tokens_per_batch: int = 4096,
     steps: int = 5,
@@ -96,7 +143,8 @@ def bench_training(
 
     Args:
         model_config: a preset YAML whose ``model.architecture`` is benchmarked.
-        posencs: PEs to compare: any of nope, rope, alibi, tapa (defaults of each class).
+        posencs: PEs to compare: PE fragments (experiments/posenc/*.yaml, named by their stem) or class paths
+            (tapa_lab.posenc.<Class>, its defaults); ratios are to the one named ``rope``.
         seq_lens: training lengths L.
         tokens_per_batch: B x L held fixed across lengths (B = tokens_per_batch // L, at least 1).
         steps: timed steps per cell.
@@ -109,11 +157,9 @@ def bench_training(
     Returns:
         One dict per cell: tokens_per_s, step_ms, peak_memory_mb and the cell's settings.
     """
-    for name in posencs:
-        if name not in POSENCS:
-            raise ValueError(f"posencs: unknown PE {name!r}; allowed: {', '.join(POSENCS)}")
+    pes = dict(posenc_of(spec) for spec in posencs)
     architecture = architecture_of(model_config)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    device = resolve_device(device).type
     if threads is not None:
         torch.set_num_threads(threads)
     context = mp.get_context("spawn")
@@ -121,10 +167,10 @@ def bench_training(
     console = Console()
     with console.status("benchmarking") as status:
         for seq_len in seq_lens:
-            for name in posencs:
+            for name, posenc_config in pes.items():
                 status.update(f"{name} at L = {seq_len}")
                 queue = context.Queue()
-                kwargs = dict(architecture=architecture, posenc=name, seq_len=seq_len,
+                kwargs = dict(architecture=architecture, posenc=name, posenc_config=posenc_config, seq_len=seq_len,
                               batch_size=max(1, tokens_per_batch // seq_len), steps=steps,
                               warmup_steps=warmup_steps, device=device, backend=backend)
                 process = context.Process(target=_child, args=(queue, kwargs))

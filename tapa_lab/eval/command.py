@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.tensorboard import SummaryWriter
 
 from tapa_lab.data.corpus import Corpus
 from tapa_lab.data.split import Split
 from tapa_lab.data.tokenizer import Tokenizer
+from tapa_lab.devices import resolve_device
 from tapa_lab.errors import ConfigError, require
 from tapa_lab.eval.bias_trained import BiasConfig, evaluate_bias
 from tapa_lab.eval.load import LoadedRun, load_run
@@ -93,15 +93,6 @@ def _progress() -> Progress:
                     TimeRemainingColumn())
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(f"device = {device!r} is not a device: use auto, cpu or cuda[:n].") from error
-
-
 def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | None = PerplexityConfig(),
              passkey: PasskeyConfig | None = None, bias: BiasConfig | None = None, data: EvalData = EvalData(),
              out_name: str = "eval", device: str = "auto") -> dict:
@@ -124,7 +115,7 @@ def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | 
     """
     require(bool(out_name) and "/" not in out_name and out_name not in (".", ".."), "out_name",
             "a folder name (non-empty, no '/')", out_name)
-    target = _device(device)
+    target = resolve_device(device)
     loaded = load_run(run, checkpoint, str(target))
     datamodule = eval_datamodule(loaded, data)
     documents = datamodule.documents(data.split)

@@ -1,21 +1,39 @@
-"""The training-throughput benchmark runs end to end on CPU and writes its table."""
+"""The training-throughput benchmark runs end to end on CPU, takes PE fragments or class paths, and refuses bad input
+in one line."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
 from tapa_lab.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "experiments" / "model" / "tiny.yaml")
 
 
 def test_bench_training_writes_json_and_markdown(tmp_path):
-    main(["bench", "training", "--model_config", str(REPO / "experiments" / "model" / "tiny.yaml"),
-          "--posencs", "[rope, tapa]", "--seq_lens", "[32]", "--tokens_per_batch", "64", "--steps", "1",
-          "--warmup_steps", "0", "--out_dir", str(tmp_path)])
+    main(["bench", "training", "--model_config", TINY,
+          "--posencs", f"[{REPO / 'experiments/posenc/rope.yaml'}, tapa_lab.posenc.TAPA]", "--seq_lens", "[32]",
+          "--tokens_per_batch", "64", "--steps", "1", "--warmup_steps", "0", "--out_dir", str(tmp_path)])
     results = json.loads((tmp_path / "training.json").read_text())["results"]
     assert [(r["posenc"], r["seq_len"], r["batch_size"]) for r in results] == [("rope", 32, 2), ("tapa", 32, 2)]
     assert all(r["tokens_per_s"] > 0 and r["step_ms"] > 0 for r in results)
     table = (tmp_path / "training.md").read_text()
     assert "| tapa | 32 | 2 |" in table and "x RoPE" in table
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (["--posencs", "[experiments/posenc/no-such-pe.yaml]"], "posencs"),
+    (["--posencs", "[tapa_lab.posenc.NoSuchPE]"], "posencs"),
+    (["--model_config", "experiments/model/no-such.yaml"], "model_config"),
+    (["--device", "tpu"], "device"),
+])
+def test_bench_training_bad_input_is_one_line_naming_the_field(args, field, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "training", "--model_config", TINY, "--out_dir", str(tmp_path), *args])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"tapa-lab: error: {field}") and len(error.splitlines()) == 1, error

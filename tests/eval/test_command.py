@@ -3,21 +3,15 @@ the YAML configs, and clear errors before any work on bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from fixture_run import FIXTURE_RUN, scalars
 
 from tapa_lab.__main__ import main
 from tapa_lab.cli import run_lightning
-
-LIT_CONFTEST = Path(__file__).resolve().parents[1] / "lit" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("lit_conftest", LIT_CONFTEST)
-_lit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_lit)  # the lit tests' seconds-long fixture run and TensorBoard reader
-FIXTURE_RUN, scalars_of = _lit.FIXTURE_RUN, _lit._scalars
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 PASSKEY = '{"lengths": [96, 128], "depths": [0, 100], "trials": 2}'
@@ -66,7 +60,7 @@ def test_eval_writes_results_plots_and_tensorboard(in_runs):
     assert result["bias"]["length"] == 128 and len(result["bias"]["layers"]) == 1
     for png in ("perplexity", "position_loss", "passkey", "bias_histograms", "bias_moments"):
         assert (out / f"{png}.png").stat().st_size > 0, png
-    assert sorted(scalars_of(run, "eval-all/perplexity")) == [32, 64, 128]
+    assert sorted(scalars(run, "eval-all/perplexity")) == [32, 64, 128]
 
 
 def test_eval_reads_a_shipped_yaml_config(in_runs):

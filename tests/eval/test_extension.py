@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import yaml
+from fixture_run import FIXTURE_RUN, scalars
 
 from tapa_lab.cli import run_lightning
 from tapa_lab.eval.load import load_run
 from tapa_lab.posenc import YaRN
 
 EXTENSION = Path(__file__).resolve().parents[2] / "experiments" / "extension"
-LIT_CONFTEST = Path(__file__).resolve().parents[1] / "lit" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("lit_conftest", LIT_CONFTEST)
-_lit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_lit)
 
 
 def test_extension_run_loads_weights_and_switches_rope_to_yarn(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_lightning(["fit", *_lit.FIXTURE_RUN, "--trainer.max_steps", "10", "--model.posenc", "tapa_lab.posenc.RoPE",
+    run_lightning(["fit", *FIXTURE_RUN, "--trainer.max_steps", "10", "--model.posenc", "tapa_lab.posenc.RoPE",
                    "--model.posenc.backend", "torch"])
     stage1 = tmp_path / "checkpoints" / "RoPE" / "version_0"
     last = stage1 / "checkpoints" / "last.ckpt"
@@ -39,6 +35,6 @@ def test_extension_run_loads_weights_and_switches_rope_to_yarn(tmp_path, monkeyp
     assert posenc.backend == "torch" and posenc.base == 10000.0  # stage 1's RoPE arguments carry over
 
     # weights loaded: stage 2 starts near stage 1's final loss, far below a fresh model's ln(258) = 5.55
-    stage1_loss = _lit._scalars(stage1, "train/loss")
-    stage2_loss = _lit._scalars(run, "train/loss")
+    stage1_loss = scalars(stage1, "train/loss")
+    stage2_loss = scalars(run, "train/loss")
     assert stage2_loss[0] < 4.6 and stage2_loss[0] < stage1_loss[0] - 0.8, (stage1_loss, stage2_loss)
