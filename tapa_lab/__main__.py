@@ -17,24 +17,30 @@ from collections.abc import Callable
 import torch
 from jsonargparse import CLI
 
-from tapa_lab.ablation.command import report_grid, run_grid
+from tapa_lab.ablation.command import report_grid, run_grid, status_grid
 from tapa_lab.bench.attention import bench_attention
+from tapa_lab.bench.decode import bench_decode
 from tapa_lab.bench.training import bench_training
 from tapa_lab.cli import run_lightning
 from tapa_lab.data.prepare import prepare_corpus
 from tapa_lab.errors import ConfigError
 from tapa_lab.eval.bias_theory import bias_theory
 from tapa_lab.eval.command import evaluate
+from tapa_lab.hf.command import export, generate
+from tapa_lab.hf.lm_eval_command import lm_eval_command
 
 
 def lab_commands() -> dict[str, Callable | dict[str, Callable]]:
     """The lab's own subcommands, each a typed function whose docstring is its ``--help``."""
     return {
         "data": {"prepare": prepare_corpus},
-        "bench": {"attention": bench_attention, "training": bench_training},
-        "ablation": {"run": run_grid, "report": report_grid},
+        "bench": {"attention": bench_attention, "training": bench_training, "decode": bench_decode},
+        "ablation": {"run": run_grid, "status": status_grid, "report": report_grid},
         "eval": evaluate,
+        "lm-eval": lm_eval_command,
         "bias-theory": bias_theory,
+        "export": export,
+        "generate": generate,
     }
 
 

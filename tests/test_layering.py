@@ -2,7 +2,8 @@
 a lower layer, and the modules inside each package import each other without cycles.
 
 Layers, lowest first (a package may import only from strictly lower layers, and from itself):
-errors | kernels, devices, data | posenc | model | lit | cli | eval | hf | bench, ablation | __main__.
+errors | kernels, devices, data | posenc | model | lit | cli_parser | cli | eval | hf | bench, ablation |
+__main__.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ LAYERS: dict[str, int] = {
     "posenc": 2,
     "model": 3,
     "lit": 4,
-    "cli": 5,
-    "eval": 6,
-    "hf": 7,
-    "bench": 8, "ablation": 8,
-    "__main__": 9,
+    "cli_parser": 5,
+    "cli": 6,
+    "eval": 7,
+    "hf": 8,
+    "bench": 9, "ablation": 9,
+    "__main__": 10,
 }
 
 

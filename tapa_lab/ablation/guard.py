@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 
-DIVERGED_FILE = "diverged.json"
+from tapa_lab.ablation.layout import DIVERGED_FILE
 
 
 class DivergedError(RuntimeError):

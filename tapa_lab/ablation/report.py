@@ -18,6 +18,7 @@ import json
 import math
 import re
 import shutil
+import warnings
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -27,9 +28,11 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from tapa_lab.ablation.grid import Grid, cell_dir, load_grid
+from tapa_lab.ablation.layout import GRID_COPY, HISTORY_FILE, REPORT_DIR, run_dir
+from tapa_lab.ablation.loader import load_grid
 from tapa_lab.ablation.plots import plot_passkey_heatmaps, plot_perplexity_vs_length
-from tapa_lab.ablation.results import HISTORY_FILE, Row, load_rows, read_eval, select_levels, selected_rows
+from tapa_lab.ablation.results import Row, load_rows, read_eval, select_levels, selected_rows
+from tapa_lab.ablation.spec import Grid, GridWarning
 from tapa_lab.ablation.stats import WILCOXON_MIN_PAIRS, paired_test, summarize
 
 TRAINING_METRICS = ["val/loss", "val/perplexity", "train/loss"]
@@ -38,9 +41,11 @@ PPL = re.compile(r"^ppl@(.+)x$")
 
 def write_report(out_dir: Path) -> Path:
     """Regenerate ``<out_dir>/report/`` from the cells' results; returns the path of ``report.md``."""
-    grid = load_grid(out_dir / "grid.yaml", check_fragments=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GridWarning)  # the run showed them; the report reads the copy
+        grid = load_grid(out_dir / GRID_COPY, check_fragments=False)
     rows = load_rows(out_dir)
-    folder = out_dir / "report"
+    folder = out_dir / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     _write_tables(rows, folder)
     _write_hparams(rows, folder / "tensorboard")
@@ -62,7 +67,7 @@ def _header(grid: Grid, rows: list[Row], out_dir: Path) -> list[str]:
     for row in rows:
         counts[row.result.status] += 1
     lines = [f"# Ablation grid `{grid.name}`", "", grid.description, "",
-             f"- Grid file: `{grid.path.name}` (copied to `{out_dir / 'grid.yaml'}`); seeds {grid.seeds}; "
+             f"- Grid file: `{grid.path.name}` (copied to `{out_dir / GRID_COPY}`); seeds {grid.seeds}; "
              f"{len(rows)} cells: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + "."]
     if history:
         last = history[-1]
@@ -145,7 +150,7 @@ def _figures(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folder: Pat
     for row in rows:
         if not row.finished:
             continue
-        results = read_eval(cell_dir(out_dir, row.cell_id) / "run")
+        results = read_eval(run_dir(out_dir, row.cell_id))
         if results is None:
             continue
         train_len = results["train_seq_len"]
@@ -284,6 +289,6 @@ def _history(out_dir: Path) -> list[dict[str, Any]]:
 
 def _run_record(out_dir: Path, rows: list[Row]) -> dict[str, Any] | None:
     for row in rows:
-        for path in sorted((cell_dir(out_dir, row.cell_id) / "run").glob("run_record_*.json")):
+        for path in sorted(run_dir(out_dir, row.cell_id).glob("run_record_*.json")):
             return json.loads(path.read_text())  # any stage's record: the machine and versions are the same
     return None

@@ -7,15 +7,14 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from tapa_lab.ablation.grid import Grid, cell_dir
+from tapa_lab.ablation.layout import EVAL_RESULTS, INDEX_FILE, RESULT_FILE, CellInfo, cell_dir, read_info, write_atomic
+from tapa_lab.ablation.spec import Grid
 
-RESULT_FILE = "result.json"
-INDEX_FILE = "cells.json"
-HISTORY_FILE = "history.jsonl"
+Status = Literal["finished", "diverged", "failed", "skipped", "pending"]
 
 
 @dataclass
@@ -34,26 +33,22 @@ class CellResult:
     """
 
     cell_id: str
-    status: str
+    status: Status
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     wall_s: dict[str, float] = field(default_factory=dict)
     evaluated: bool = False
 
     def write(self, folder: Path) -> CellResult:
-        """Save as ``<folder>/result.json``; returns itself."""
-        (folder / RESULT_FILE).write_text(json.dumps(asdict(self), indent=2))
+        """Save as ``<folder>/result.json`` (atomically); returns itself."""
+        write_atomic(folder / RESULT_FILE, json.dumps(asdict(self), indent=2))
         return self
 
 
-@dataclass
-class Row:
-    """One cell of a grid folder with its description and result, as selection and the report see it."""
+@dataclass(frozen=True)
+class Row(CellInfo):
+    """One cell of a grid folder, its identity and its result, as selection and the report see it."""
 
-    cell_id: str
-    stage: str
-    levels: dict[str, str]
-    seed: int
     result: CellResult
 
     @property
@@ -63,10 +58,6 @@ class Row:
     @property
     def metrics(self) -> dict[str, float]:
         return self.result.metrics
-
-    def label(self, exclude: tuple[str, ...] = ()) -> str:
-        """``pe=rope, lr=0.001`` without the axes in ``exclude``."""
-        return ", ".join(f"{axis}={level}" for axis, level in self.levels.items() if axis not in exclude) or "all"
 
     def others(self, *axes: str | None) -> tuple:
         """The stage and every level but those of ``axes``: the key of the group a selection or a pairing works in."""
@@ -84,15 +75,14 @@ def load_rows(out_dir: Path, cell_ids: list[str] | None = None) -> list[Row]:
     ids = cell_ids if cell_ids is not None else json.loads((out_dir / INDEX_FILE).read_text())
     rows = []
     for cell_id in ids:
-        info = json.loads((cell_dir(out_dir, cell_id) / "cell.json").read_text())
         result = read_result(out_dir, cell_id) or CellResult(cell_id, "pending", "not run yet")
-        rows.append(Row(cell_id, info["stage"], info["levels"], info["seed"], result))
+        rows.append(Row(**asdict(read_info(out_dir, cell_id)), result=result))
     return rows
 
 
 def read_eval(run: Path) -> dict[str, Any] | None:
     """The ``results.json`` that ``tapa-lab eval`` wrote into ``<run>/eval/``, if any."""
-    path = run / "eval" / "results.json"
+    path = run.joinpath(*EVAL_RESULTS)
     return json.loads(path.read_text()) if path.is_file() else None
 
 

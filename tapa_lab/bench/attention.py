@@ -1,12 +1,15 @@
 """Attention kernel benchmark: forward and forward+backward time, FlashAttention-equivalent TFLOP/s and peak memory.
 
 Compares, in one process and on the same inputs, the lab's Triton kernels (TAPA, ALiBi, plain causal), PyTorch SDPA
-with each backend (flash, efficient, cudnn, math), the naive materialised TAPA (the reference) and the chunked PyTorch
-TAPA, over sequence lengths at a fixed number of tokens per batch (PROTOCOLS.md, kernel benchmarks). FLOP convention
-of the FlashAttention papers: forward = 4 B H L^2 D / 2 (causal), backward = 2.5 x forward, forward+backward = 3.5 x
-forward; TAPA counts the same (Da + Dp = D). On CUDA, times are the median of ``triton.testing.do_bench`` and memory is
-``torch.cuda.max_memory_allocated``; on CPU (a smoke-test mode) times are the median of wall-clock repeats and memory is
-not measured. A cell that runs out of memory or has no kernel for the inputs is recorded with its status.
+with each backend (flash, efficient, cudnn, math), RoPE + SDPA (the attention of a RoPE model: rotate q and k, then
+SDPA) eager with the lab's rotation and as one ``torch.compile`` graph of the PyTorch rotation and SDPA (the fair
+baseline for a fused TAPA kernel), the naive materialised TAPA (the reference) and the chunked PyTorch TAPA, over
+sequence lengths at a fixed number of tokens per batch (PROTOCOLS.md, kernel benchmarks). FLOP convention of the
+FlashAttention papers: forward = 4 B H L^2 D / 2 (causal), backward = 2.5 x forward, forward+backward = 3.5 x forward;
+TAPA counts the same (Da + Dp = D) and RoPE's rotation (O(L D) work) counts nothing. On CUDA, times are the median
+of ``triton.testing.do_bench`` and memory is ``torch.cuda.max_memory_allocated``; on CPU (a smoke-test mode) times
+are the median of wall-clock repeats and memory is not measured. A cell that runs out of memory or has no kernel for
+the inputs is recorded with its status.
 """
 
 from __future__ import annotations
@@ -28,17 +31,47 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tapa_lab.devices import resolve_device
 from tapa_lab.errors import require
-from tapa_lab.kernels import causal_attention, tapa_attention
+from tapa_lab.kernels import causal_attention, rope_rotate, tapa_attention
 from tapa_lab.kernels.reference import tapa_attention_reference
+from tapa_lab.kernels.rope_torch import rotate
 
 SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION, "sdpa-math": SDPBackend.MATH}
-IMPLEMENTATIONS = ("tapa-triton", "alibi-triton", "causal-triton", *SDPA_BACKENDS, "tapa-naive", "tapa-torch",
-                   "alibi-torch")
-CPU_IMPLEMENTATIONS = ("sdpa-flash", "sdpa-math", "tapa-naive", "tapa-torch", "alibi-torch")
+IMPLEMENTATIONS = ("tapa-triton", "alibi-triton", "causal-triton", *SDPA_BACKENDS, "rope-sdpa", "rope-sdpa-compiled",
+                   "tapa-naive", "tapa-torch", "alibi-torch")
+# rope-sdpa-compiled is left out on CPU by default: inductor compiles each cell for tens of seconds there.
+CPU_IMPLEMENTATIONS = ("sdpa-flash", "sdpa-math", "rope-sdpa", "tapa-naive", "tapa-torch", "alibi-torch")
+ROPE_BASE = 10_000.0
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Rotation = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def rope_tables(seq_len: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's ``cos`` and ``sin`` ``(L, D/2)`` in fp32 for positions ``0 .. L-1`` (base 1e4; angles in fp64)."""
+    inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float64) / head_dim)
+    angles = torch.arange(seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq
+    return angles.cos().float(), angles.sin().float()
+
+
+def _rope_sdpa(rotation: Rotation) -> Callable[..., torch.Tensor]:
+    """``(q, k, v, cos, sin) -> SDPA(rotation(q), rotation(k), v)``, causal: a RoPE model's attention."""
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(rotation(q, cos, sin), rotation(k, cos, sin), v, is_causal=True)
+    return run
+
+
+def _with_rope_tables(attention: Callable[..., torch.Tensor], head_dim: int) -> Attention:
+    """``attention(q, k, v, cos, sin)`` as ``(q, k, v) -> ...``, the tables built once per device and length."""
+    tables: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        key = (q.device, q.shape[2])
+        if key not in tables:
+            tables[key] = rope_tables(q.shape[2], head_dim, q.device)
+        return attention(q, k, v, *tables[key])
+    return run
 
 
 def _attention(name: str, head_dim: int, alpha: float, theta: float) -> Attention:
@@ -60,6 +93,10 @@ def _attention(name: str, head_dim: int, alpha: float, theta: float) -> Attentio
     def alibi(backend: str) -> Attention:
         return lambda q, k, v: causal_attention(q, k, v, scale=head_dim**-0.5, alibi_slopes=slopes(q), backend=backend)
 
+    if name == "rope-sdpa-compiled":
+        torch.compiler.reset()  # each cell compiles afresh for its static shapes (no recompilation limit across cells)
+        return _with_rope_tables(torch.compile(_rope_sdpa(rotate)), head_dim)
+
     def sdpa(backend: SDPBackend) -> Attention:
         def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             with sdpa_kernel(backend):
@@ -72,6 +109,7 @@ def _attention(name: str, head_dim: int, alpha: float, theta: float) -> Attentio
         "causal-triton": lambda q, k, v: causal_attention(q, k, v, scale=head_dim**-0.5, backend="triton"),
         "tapa-naive": lambda q, k, v: tapa_attention_reference(q[..., :da], k[..., :da], q[..., da:], k[..., da:], v,
                                                                alpha, amp_scale, phase_scale),
+        "rope-sdpa": _with_rope_tables(_rope_sdpa(rope_rotate), head_dim),
         "tapa-torch": tapa("torch"),
         "alibi-torch": alibi("torch"),
         **{key: sdpa(backend) for key, backend in SDPA_BACKENDS.items()},
@@ -150,7 +188,9 @@ def bench_attention(
 
     Args:
         implementations: what to time, any of tapa-triton, alibi-triton, causal-triton, sdpa-flash, sdpa-efficient,
-            sdpa-cudnn, sdpa-math, tapa-naive, tapa-torch, alibi-torch; default: all on CUDA, the PyTorch ones on CPU.
+            sdpa-cudnn, sdpa-math, rope-sdpa (the lab's rotation, Triton on CUDA, then SDPA), rope-sdpa-compiled
+            (``torch.compile`` of the PyTorch rotation and SDPA, inductor), tapa-naive, tapa-torch, alibi-torch;
+            default: all on CUDA, the PyTorch ones but rope-sdpa-compiled on CPU.
         seq_lens: sequence lengths L (queries = keys, causal).
         head_dims: head dimensions D.
         n_heads: attention heads H (no grouped-query sharing).

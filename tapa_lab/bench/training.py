@@ -3,7 +3,8 @@
 Each (PE, length) cell runs in a fresh process, so the peak memory of one cell is not hidden by an earlier one: on
 CUDA ``torch.cuda.max_memory_allocated``, on CPU the growth of the process's peak resident set over its state just
 before the first step (``ru_maxrss``). A step is forward + backward + AdamW on random tokens; the first
-``warmup_steps`` are not timed.
+``warmup_steps`` are not timed. With ``compile``, each cell's decoder is compiled (``torch.compile``, inductor) and its
+first warm-up step compiles.
 """
 
 from __future__ import annotations
@@ -87,11 +88,13 @@ def _build_posenc(config: dict, backend: str) -> PositionalEncoding:
 
 
 def _measure(architecture: DecoderConfig, posenc: str, posenc_config: dict, seq_len: int, batch_size: int,
-             steps: int, warmup_steps: int, device: str, backend: str) -> dict:
+             steps: int, warmup_steps: int, device: str, backend: str, compile: bool) -> dict:
     """Time ``steps`` training steps of one cell (runs inside a child process)."""
     torch.manual_seed(0)
     pe = _build_posenc(posenc_config, backend)
     model = DecoderLM(258, architecture, pe).to(device)
+    if compile:
+        model.compile()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, 258, (batch_size, seq_len + 1), device=device)
     autocast = torch.autocast("cuda", torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
@@ -136,6 +139,7 @@ def bench_training(
     warmup_steps: int = 2,
     device: str = "auto",
     backend: str = "auto",
+    compile: bool = False,
     threads: int | None = None,
     out_dir: str = "checkpoints/bench",
 ) -> list[dict]:
@@ -151,12 +155,15 @@ def bench_training(
         warmup_steps: untimed steps before timing.
         device: cpu, cuda or auto (cuda when available).
         backend: attention backend passed to every PE: auto, triton or torch.
+        compile: compile the decoder with ``torch.compile`` (inductor) in every cell; needs ``warmup_steps >= 1``.
         threads: torch intra-op threads (default: torch's choice).
         out_dir: where training.json and training.md are written.
 
     Returns:
         One dict per cell: tokens_per_s, step_ms, peak_memory_mb and the cell's settings.
     """
+    require(not compile or warmup_steps >= 1, "warmup_steps", ">= 1 with compile (the first step compiles)",
+            warmup_steps)
     pes = dict(posenc_of(spec) for spec in posencs)
     architecture = architecture_of(model_config)
     device = resolve_device(device).type
@@ -172,14 +179,15 @@ def bench_training(
                 queue = context.Queue()
                 kwargs = dict(architecture=architecture, posenc=name, posenc_config=posenc_config, seq_len=seq_len,
                               batch_size=max(1, tokens_per_batch // seq_len), steps=steps,
-                              warmup_steps=warmup_steps, device=device, backend=backend)
+                              warmup_steps=warmup_steps, device=device, backend=backend, compile=compile)
                 process = context.Process(target=_child, args=(queue, kwargs))
                 process.start()
                 results.append(queue.get())
                 process.join()
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'} " \
         f"({torch.get_num_threads()} threads)"
-    _report(results, f"{machine}, {Path(model_config).stem} model", Path(out_dir), console)
+    compiled = ", compiled" if compile else ""
+    _report(results, f"{machine}, {Path(model_config).stem} model{compiled}", Path(out_dir), console)
     return results
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from tapa_lab.data.atomic import atomic_directory
+from tapa_lab.data.atomic import atomic_directory, remove_stale_temporaries
+from tapa_lab.data.file_records import damaged_files, record_files
 from tapa_lab.data.manifest import DOCUMENTS_FILE, MANIFEST_FILE, DocumentEntry, Manifest
 
 
@@ -71,8 +73,10 @@ class Corpus(ABC):
     def prepare(self, data_dir: str | Path) -> Manifest:
         """Read the documents once into ``<data_dir>/<name>/`` and return the manifest.
 
-        An existing folder whose manifest records an equal :meth:`recipe` is reused as is. Otherwise the documents are
-        written to ``documents.jsonl`` and the manifest beside it, atomically. Empty documents are recorded in the
+        An existing folder whose manifest records an equal :meth:`recipe` is reused as is, unless its
+        ``documents.jsonl`` no longer matches the size and SHA-256 recorded (then it is prepared again, with a
+        warning). Otherwise the documents are written to ``documents.jsonl`` and the manifest beside it, atomically.
+        Temporary folders of killed prepares in ``data_dir`` are removed first. Empty documents are recorded in the
         manifest but kept out of every split.
 
         Raises:
@@ -80,11 +84,16 @@ class Corpus(ABC):
         """
         data_dir = Path(data_dir)
         directory = data_dir / self.name
+        remove_stale_temporaries(data_dir)  # left by prepares that were killed
         recipe = self.recipe()
         if (directory / MANIFEST_FILE).exists():
             manifest = Manifest.load(directory)
-            if manifest.recipe == recipe:
+            damaged = damaged_files(directory, manifest.files)
+            if manifest.recipe == recipe and not damaged:
                 return manifest
+            if damaged:
+                warnings.warn(f"prepared corpus {directory} is damaged ({'; '.join(damaged)}); preparing it again.",
+                              stacklevel=2)
         entries: dict[str, DocumentEntry] = {}
         empty: list[str] = []
         with atomic_directory(directory) as tmp:
@@ -105,6 +114,6 @@ class Corpus(ABC):
                                   "arguments, or use another recipe (tapa_lab.data.Shakespeare, PyStdlib, LocalFiles).")
             manifest = Manifest(directory=tmp, recipe=recipe, provenance=self.provenance(),
                                 documents=tuple(entries[key] for key in sorted(entries)),
-                                skipped_empty=tuple(sorted(empty)))
+                                skipped_empty=tuple(sorted(empty)), files=record_files(tmp, [DOCUMENTS_FILE]))
             manifest.save()
         return Manifest.load(directory)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tapa_lab.data.atomic import write_text_atomic
@@ -47,6 +47,8 @@ class Manifest:
         provenance: what the recipe recorded while reading its source (e.g. the wheel's or the .deb files' sha256).
         documents: the non-empty documents, sorted by id.
         skipped_empty: ids of documents that had no text (kept out of every split).
+        files: size, time and SHA-256 of ``documents.jsonl`` (see :mod:`tapa_lab.data.file_records`), so a damaged
+            file is noticed; empty for folders prepared before this record existed.
     """
 
     directory: Path
@@ -54,6 +56,7 @@ class Manifest:
     provenance: dict
     documents: tuple[DocumentEntry, ...]
     skipped_empty: tuple[str, ...]
+    files: dict = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -91,6 +94,7 @@ class Manifest:
             "recipe": self.recipe,
             "provenance": self.provenance,
             "skipped_empty": list(self.skipped_empty),
+            "files": self.files,
             "documents": [asdict(entry) for entry in self.documents],
         }
         write_text_atomic(self.directory / MANIFEST_FILE, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
@@ -101,4 +105,4 @@ class Manifest:
         record = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
         return cls(directory=directory, recipe=record["recipe"], provenance=record["provenance"],
                    documents=tuple(DocumentEntry(**entry) for entry in record["documents"]),
-                   skipped_empty=tuple(record["skipped_empty"]))
+                   skipped_empty=tuple(record["skipped_empty"]), files=record.get("files", {}))

@@ -5,13 +5,16 @@ hash, the split fractions and the tokenizer's config, so any change makes a new 
 the old one without tokenising. The folder holds, per split, ``<split>.bin`` (raw tokens, ``meta["dtype"]``) and
 ``<split>.offsets.npy`` (int64 ``(n_docs + 1,)``: document ``i`` is ``tokens[offsets[i]:offsets[i + 1] - 1]``, then
 its end-of-document token), plus ``meta.json`` (written last) and any trained tokenizer file. It is built in a
-temporary folder and renamed into place, so an interrupted run leaves no half-written cache.
+temporary folder and renamed into place, so an interrupted run leaves no half-written cache. ``meta.json`` records the
+size, time and SHA-256 of every other file; a cache whose files no longer match (truncated, altered) is rebuilt with a
+warning naming them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tapa_lab.data.atomic import atomic_directory, write_text_atomic
+from tapa_lab.data.atomic import atomic_directory, remove_stale_temporaries, write_text_atomic
 from tapa_lab.data.corpus import Corpus
+from tapa_lab.data.file_records import damaged_files, record_files
 from tapa_lab.data.manifest import Manifest
 from tapa_lab.data.split import SPLITS, Split, assign_splits
 from tapa_lab.data.tokenizer import Tokenizer
@@ -99,9 +103,13 @@ def pack_corpus(corpus: Corpus, tokenizer: Tokenizer, data_dir: str | Path, val_
     manifest = corpus.prepare(data_dir)
     fingerprint = cache_fingerprint(manifest, tokenizer, val_fraction, test_fraction)
     directory = manifest.directory / "cache" / fingerprint
+    remove_stale_temporaries(directory.parent)
     if (directory / META_FILE).exists():
-        tokenizer.load(directory)
-        return PackedCorpus(directory)
+        damaged = damaged_files(directory, json.loads((directory / META_FILE).read_text()).get("files", {}))
+        if not damaged:
+            tokenizer.load(directory)
+            return PackedCorpus(directory)
+        warnings.warn(f"token cache {directory} is damaged ({'; '.join(damaged)}); rebuilding it.", stacklevel=2)
     splits = assign_splits((entry.id for entry in manifest.documents), val_fraction, test_fraction)
     with atomic_directory(directory) as tmp:
         tokenizer.train(manifest.texts(splits["train"]), tmp)
@@ -122,6 +130,7 @@ def pack_corpus(corpus: Corpus, tokenizer: Tokenizer, data_dir: str | Path, val_
                 np.save(tmp / f"{split}.offsets.npy", offsets)
                 meta["splits"][split] = {"documents": len(splits[split]), "tokens": tokens,
                                          "chars": manifest.chars(splits[split]), "doc_ids": splits[split]}
+        meta["files"] = record_files(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))
         write_text_atomic(tmp / META_FILE, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
     return PackedCorpus(directory)
 

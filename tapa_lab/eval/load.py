@@ -2,7 +2,8 @@
 
 Only the ``model`` and ``data`` sections of the saved LightningCLI config are parsed and instantiated (with the same
 ``data.vocab_size -> model.vocab_size`` link as the CLI); no Trainer, logger or run folder is created. A stage-2 run's
-``model.init_from`` is ignored here: the evaluated checkpoint supplies every weight.
+``model.init_from`` is ignored here: the evaluated checkpoint supplies every weight. So is ``model.compile``: evaluation
+runs the decoder eagerly (its many lengths and the KV cache would recompile it again and again).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
 from tapa_lab.errors import ConfigError
-from tapa_lab.lit.checkpoint_io import load_checkpoint
+from tapa_lab.lit.checkpoint_io import best_model_path, load_checkpoint
 from tapa_lab.lit.datamodule import TextDataModule
 from tapa_lab.lit.module import LanguageModel
 
@@ -55,27 +56,32 @@ def _parser() -> LightningArgumentParser:
 def instantiate_run_config(config: dict) -> tuple[LanguageModel, TextDataModule]:
     """Instantiate the ``model`` and ``data`` sections of a saved run config (random weights)."""
     parser = _parser()
-    model_section = {k: v for k, v in config["model"].items() if k not in ("init_from", "vocab_size")}
+    model_section = {k: v for k, v in config["model"].items() if k not in ("init_from", "vocab_size", "compile")}
     namespace = parser.parse_object({"model": model_section, "data": config.get("data", {})})
     objects = parser.instantiate(namespace)
     return objects.model, objects.data
 
 
 def resolve_checkpoint(run_dir: Path, checkpoint: str) -> Path:
-    """``best`` (the run's ``best-*.ckpt``, the newest by step if several), ``last`` or a file path.
+    """``best`` (the file the run's checkpoint callback recorded as best, read from ``last.ckpt``), ``last`` or a path.
+
+    ``best`` never guesses from file names or times: a stray or truncated ``best-*.ckpt`` cannot win over the record,
+    and the recorded file must load.
 
     Raises:
-        ConfigError: naming ``checkpoint`` when no such file exists.
+        ConfigError: naming ``checkpoint`` when no such file exists, ``last.ckpt`` records no best checkpoint, or the
+            recorded one does not load.
     """
     folder = run_dir / "checkpoints"
     if checkpoint == "last":
         path = folder / "last.ckpt"
     elif checkpoint == "best":
-        candidates = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise ConfigError(f"checkpoint = 'best': {folder} holds no best-*.ckpt (was validation ever run?). "
-                              "Use --checkpoint last or a file path.")
-        path = candidates[-1]
+        last = load_checkpoint(folder / "last.ckpt", field="checkpoint (best: read from last.ckpt)", mmap=True)
+        path = best_model_path(last, folder)
+        if path is None:
+            raise ConfigError(f"checkpoint = 'best': {folder / 'last.ckpt'} records no best checkpoint (was validation "
+                              "ever run?). Use --checkpoint last or a file path.")
+        load_checkpoint(path, field="checkpoint (best)", mmap=True)
     else:
         path = Path(checkpoint)
     if not path.is_file():

@@ -17,7 +17,7 @@ from tapa_lab.kernels.launch import interpreter_enabled
 INTERPRETED: bool = interpreter_enabled()
 
 #: Kernel arguments the autotuner keys on (argument dtypes are added by the autotuner itself).
-TUNE_KEY = ["LQ", "LK", "DA", "DP", "DV", "MODE"]
+TUNE_KEY = ["LQ", "LK", "DA", "DP", "DV", "MODE", "HAS_DOCS"]
 
 
 def _config(block_m: int, block_n: int, num_warps: int, num_stages: int) -> triton.Config:

@@ -31,10 +31,11 @@ def _use_triton(backend: Backend, x: Tensor) -> bool:
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, alibi_slopes: Tensor | None = None,
-                     backend: Backend = "auto", chunk_size: int | None = None) -> Tensor:
+                     backend: Backend = "auto", chunk_size: int | None = None,
+                     document_ids: Tensor | None = None) -> Tensor:
     """Causal attention, with an optional ALiBi bias; queries sit at the last ``Lq`` of the ``Lk`` key positions.
 
-    score(i, j) = scale q_i . k_j - m_h (i - j), keys j <= i only.
+    score(i, j) = scale q_i . k_j - m_h (i - j), keys j <= i only (and of the same document, with ``document_ids``).
 
     Args:
         q: ``(B, H, Lq, D)``.
@@ -44,6 +45,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, alibi_slo
         alibi_slopes: ALiBi slopes ``m``, ``(H,)``; ``None`` for plain causal attention.
         backend: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
         chunk_size: query rows per block on the PyTorch path; ``None`` chooses.
+        document_ids: ``(B, Lk)`` int document index of each key (queries: the last ``Lq`` columns); a query attends
+            only to keys with its own id. ``None``: no document masking.
 
     Returns:
         ``(B, H, Lq, Dv)``.
@@ -51,16 +54,20 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, alibi_slo
     if _use_triton(backend, q):
         from tapa_lab.kernels.triton_attention import causal_attention_triton
 
-        return causal_attention_triton(q, k, v, scale=scale, alibi_slopes=alibi_slopes)
-    return causal_attention_torch(q, k, v, scale=scale, alibi_slopes=alibi_slopes, chunk_size=chunk_size)
+        return causal_attention_triton(q, k, v, scale=scale, alibi_slopes=alibi_slopes, document_ids=document_ids)
+    return causal_attention_torch(q, k, v, scale=scale, alibi_slopes=alibi_slopes, chunk_size=chunk_size,
+                                  document_ids=document_ids)
+
 
 
 def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tensor, v: Tensor, *,
                    alpha: float | Tensor, amp_scale: float, phase_scale: float, two_pi: bool = True,
-                   backend: Backend = "auto", chunk_size: int | None = None) -> Tensor:
+                   backend: Backend = "auto", chunk_size: int | None = None,
+                   document_ids: Tensor | None = None) -> Tensor:
     """TAPA attention (TAPA.md eq. 12); queries sit at the last ``Lq`` of the ``Lk`` key positions.
 
-    score(i, j) = amp_scale (qA_i . kA_j) * cos(c |i-j|^alpha phase_scale (qP_i . kP_j)), c = 2 pi (or 1), causal.
+    score(i, j) = amp_scale (qA_i . kA_j) * cos(c |i-j|^alpha phase_scale (qP_i . kP_j)), c = 2 pi (or 1), causal
+    (and within each document, with ``document_ids``).
 
     Args:
         q_amp: ``(B, H, Lq, Da)``; k_amp: ``(B, Hkv, Lk, Da)``, ``H % Hkv == 0``.
@@ -72,6 +79,7 @@ def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tenso
         two_pi: multiply the phase by 2 pi (the paper's formula); false drops the factor.
         backend: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
         chunk_size: query rows per block on the PyTorch path; ``None`` chooses. The Triton path ignores it.
+        document_ids: ``(B, Lk)`` int document index of each key, as in :func:`causal_attention`; ``None``: none.
 
     Returns:
         ``(B, H, Lq, Dv)``.
@@ -81,9 +89,9 @@ def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tenso
         from tapa_lab.kernels.triton_attention import tapa_attention_triton
 
         return tapa_attention_triton(q_amp, k_amp, q_phase, k_phase, v, alpha=alpha, amp_scale=amp_scale,
-                                     phase_scale=phase_factor)
+                                     phase_scale=phase_factor, document_ids=document_ids)
     return tapa_attention_torch(q_amp, k_amp, q_phase, k_phase, v, alpha=alpha, amp_scale=amp_scale,
-                                phase_scale=phase_factor, chunk_size=chunk_size)
+                                phase_scale=phase_factor, chunk_size=chunk_size, document_ids=document_ids)
 
 
 def rope_rotate(x: Tensor, cos: Tensor, sin: Tensor, *, scale: float = 1.0, backend: Backend = "auto") -> Tensor:

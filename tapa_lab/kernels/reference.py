@@ -25,26 +25,39 @@ def relative_distance(lq: int, lk: int, device: torch.device) -> Tensor:
     return qpos[:, None] - kpos[None, :]
 
 
-def _softmax_v(scores: Tensor, v: Tensor, distance: Tensor) -> Tensor:
-    scores = scores.masked_fill(distance < 0, float("-inf"))
+def visible(distance: Tensor, document_ids: Tensor | None) -> Tensor:
+    """Which keys each query sees: ``(Lq, Lk)``, or ``(B, 1, Lq, Lk)`` with ``document_ids`` ``(B, Lk)`` (causal and
+    the same document; queries are the last ``Lq`` columns)."""
+    causal = distance >= 0
+    if document_ids is None:
+        return causal
+    same = document_ids[:, -distance.shape[0]:, None] == document_ids[:, None, :]  # (B, Lq, Lk)
+    return (causal & same)[:, None]
+
+
+def _softmax_v(scores: Tensor, v: Tensor, distance: Tensor, document_ids: Tensor | None) -> Tensor:
+    scores = scores.masked_fill(~visible(distance, document_ids), float("-inf"))
     probs = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1).to(v.dtype)
     return probs @ repeat_kv(v, scores.shape[1])
 
 
-def causal_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: float, alibi_slopes: Tensor | None = None
-                               ) -> Tensor:
-    """softmax(scale q k^T - m_h (i - j), causal) v.  q ``(B,H,Lq,D)``, k/v ``(B,Hkv,Lk,D)`` -> ``(B,H,Lq,D)``."""
+def causal_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: float, alibi_slopes: Tensor | None = None,
+                               document_ids: Tensor | None = None) -> Tensor:
+    """softmax(scale q k^T - m_h (i - j), causal) v.  q ``(B,H,Lq,D)``, k/v ``(B,Hkv,Lk,D)`` -> ``(B,H,Lq,D)``.
+
+    ``document_ids`` ``(B, Lk)`` also masks keys of other documents.
+    """
     n_heads = q.shape[1]
     distance = relative_distance(q.shape[2], k.shape[2], q.device)
     scores = scale * (q @ repeat_kv(k, n_heads).transpose(-1, -2))  # (B, H, Lq, Lk)
     if alibi_slopes is not None:
         scores = scores - alibi_slopes.to(scores.dtype)[:, None, None] * distance.to(scores.dtype)
-    return _softmax_v(scores, v, distance)
+    return _softmax_v(scores, v, distance, document_ids)
 
 
 def tapa_attention_reference(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tensor, v: Tensor,
-                             alpha: float | Tensor, amp_scale: float, phase_scale: float, two_pi: bool = True
-                             ) -> Tensor:
+                             alpha: float | Tensor, amp_scale: float, phase_scale: float, two_pi: bool = True,
+                             document_ids: Tensor | None = None) -> Tensor:
     """TAPA attention, materialised.
 
     score(i, j) = amp_scale (qA_i . kA_j) * cos(c |i-j|^alpha * phase_scale (qP_i . kP_j)), c = 2 pi (or 1).
@@ -54,6 +67,7 @@ def tapa_attention_reference(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_ph
         q_phase: ``(B, H, Lq, Dp)``; k_phase: ``(B, Hkv, Lk, Dp)``.
         v: ``(B, Hkv, Lk, Dv)``.
         alpha: distance exponent, a float or a per-head tensor ``(H,)``.
+        document_ids: ``(B, Lk)`` document index of each key; keys of other documents are masked. ``None``: none.
 
     Returns:
         ``(B, H, Lq, Dv)``.
@@ -69,4 +83,4 @@ def tapa_attention_reference(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_ph
     dist_pow = torch.where(distance == 0, torch.zeros_like(dist_pow), dist_pow)
     x = (2 * math.pi if two_pi else 1.0) * phase.to(compute) * dist_pow
     scores = amplitude.to(compute) * torch.cos(x)
-    return _softmax_v(scores, v, distance)
+    return _softmax_v(scores, v, distance, document_ids)

@@ -7,7 +7,8 @@ same pass. One program rotates BLOCK_L positions of one (batch, head): it reads 
 projection are read in place), rotates in fp32 and writes a contiguous output in x's dtype.
 
 The rotation is orthogonal, so its backward is the conjugate rotation (``sin -> -sin``) of the gradient, times the
-same scale; the kernel's CONJUGATE flag computes it, and the backward is itself the autograd function, so it is
+same scale; the kernel's CONJUGATE flag computes it. The launch is the ``torch.library`` custom op
+``tapa_lab::triton_rope`` (opaque to ``torch.compile``), whose registered autograd calls the op itself, so it is
 differentiable again.
 
 Angles: the launcher takes cos/sin tables ``(L, R/2)`` (float64 from :meth:`tapa_lab.posenc.rope.RoPE.cos_sin`, whose
@@ -99,33 +100,43 @@ def _check_inputs(x: Tensor, cos: Tensor, sin: Tensor) -> None:
     check_launch_device(x, INTERPRETED)
 
 
-class TritonRoPE(torch.autograd.Function):
-    """``forward(x, cos, sin, scale, conjugate)``: scale * rotation of x (by the opposite angles if ``conjugate``);
-    cos/sin are fp32 ``(L, R/2)`` with equal strides and get no gradient."""
+@torch.library.custom_op("tapa_lab::triton_rope", mutates_args=())
+def _rope(x: Tensor, cos: Tensor, sin: Tensor, scale: float, conjugate: bool) -> Tensor:
+    """scale * rotation of x (by the opposite angles if ``conjugate``) as a custom op (opaque to ``torch.compile``);
+    cos/sin are fp32 ``(L, R/2)`` with equal strides and get no gradient. Returns a contiguous tensor like x."""
+    batch, n_heads, length, head_dim = x.shape
+    half = cos.shape[1]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    block_half = triton.next_power_of_2(half)
+    block_l = min(MAX_BLOCK_L, max(1, TILE_ELEMENTS // block_half))
+    n_pass = head_dim - 2 * half
+    with on_device(x):
+        _rope_fwd[(triton.cdiv(length, block_l), batch * n_heads)](
+            x, cos, sin, out, *x.stride(), *cos.stride(), *out.stride(),
+            scale, n_heads, length, half, head_dim,
+            CONJUGATE=conjugate, BLOCK_L=block_l, BLOCK_HALF=block_half,
+            BLOCK_PASS=triton.next_power_of_2(n_pass) if n_pass else 0)
+    return out
 
-    @staticmethod
-    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor, scale: float, conjugate: bool) -> Tensor:
-        batch, n_heads, length, head_dim = x.shape
-        half = cos.shape[1]
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        block_half = triton.next_power_of_2(half)
-        block_l = min(MAX_BLOCK_L, max(1, TILE_ELEMENTS // block_half))
-        n_pass = head_dim - 2 * half
-        with on_device(x):
-            _rope_fwd[(triton.cdiv(length, block_l), batch * n_heads)](
-                x, cos, sin, out, *x.stride(), *cos.stride(), *out.stride(),
-                scale, n_heads, length, half, head_dim,
-                CONJUGATE=conjugate, BLOCK_L=block_l, BLOCK_HALF=block_half,
-                BLOCK_PASS=triton.next_power_of_2(n_pass) if n_pass else 0)
-        ctx.save_for_backward(cos, sin)
-        ctx.scale, ctx.conjugate = scale, conjugate
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        cos, sin = ctx.saved_tensors
-        # (s R)^T = s R^T, and R^T is the rotation by the opposite angles.
-        return TritonRoPE.apply(grad_out, cos, sin, ctx.scale, not ctx.conjugate), None, None, None, None
+@_rope.register_fake
+def _rope_fake(x: Tensor, cos: Tensor, sin: Tensor, scale: float, conjugate: bool) -> Tensor:
+    return x.new_empty(x.shape)
+
+
+def _setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+    x, cos, sin, scale, conjugate = inputs
+    ctx.save_for_backward(cos, sin)
+    ctx.scale, ctx.conjugate = scale, conjugate
+
+
+def _backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    cos, sin = ctx.saved_tensors
+    # (s R)^T = s R^T, and R^T is the rotation by the opposite angles.
+    return _rope(grad_out, cos, sin, ctx.scale, not ctx.conjugate), None, None, None, None
+
+
+_rope.register_autograd(_backward, setup_context=_setup_context)
 
 
 def rope_rotate_triton(x: Tensor, cos: Tensor, sin: Tensor, *, scale: float = 1.0,
@@ -143,4 +154,4 @@ def rope_rotate_triton(x: Tensor, cos: Tensor, sin: Tensor, *, scale: float = 1.
     """
     _check_inputs(x, cos, sin)
     cos, sin = cos.to(torch.float32).contiguous(), sin.to(torch.float32).contiguous()
-    return TritonRoPE.apply(x, cos, sin, float(scale), conjugate)
+    return _rope(x, cos, sin, float(scale), conjugate)

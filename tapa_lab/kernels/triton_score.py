@@ -58,3 +58,31 @@ def _tapa_terms(amp_dot, phase_dot, distance, alpha, amp_scale, phase_scale):
     x = phase_dot * phase_scale * dist_pow
     cos_x, sin_x = _cos_sin(x)
     return amp * cos_x, amp, x, dist_pow, log2_d, cos_x, sin_x
+
+
+@triton.jit
+def _score(amp_dot, phase_dot, distance, head_param, amp_scale, phase_scale, MODE: tl.constexpr):
+    """The score tile of any mode and the terms the TAPA gradients need, all fp32 tiles.
+
+    Args:
+        amp_dot: q.k (qA.kA in TAPA); phase_dot: qP.kP (ignored unless TAPA); distance: ``i - j`` (int);
+        head_param: the head's ALiBi slope or TAPA alpha (fp32 scalar; ignored in PLAIN).
+
+    Returns:
+        ``(s, amp, x, dist_pow, log2_d, cos_x, sin_x)`` as :func:`_tapa_terms`; outside TAPA only ``s`` is meaningful
+        and the other six are ``amp = scale q.k`` (placeholders the compiler drops).
+    """
+    if MODE == TAPA:
+        s, amp, x, dist_pow, log2_d, cos_x, sin_x = _tapa_terms(amp_dot, phase_dot, distance, head_param, amp_scale,
+                                                               phase_scale)
+    else:
+        amp = amp_dot * amp_scale
+        s = amp
+        if MODE == ALIBI:
+            s = amp - head_param * distance.to(tl.float32)
+        x = amp
+        dist_pow = amp
+        log2_d = amp
+        cos_x = amp
+        sin_x = amp
+    return s, amp, x, dist_pow, log2_d, cos_x, sin_x

@@ -15,13 +15,17 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
 from torch import Tensor
 
+from tapa_lab.data.atomic import write_text_atomic
+from tapa_lab.data.document_ids import split_batch
 
-def _batch_size(batch: Tensor) -> int:
-    return batch.shape[0]
+
+def _batch_size(batch: Tensor | tuple[Tensor, Tensor]) -> int:
+    return split_batch(batch)[0].shape[0]
 
 
-def _batch_tokens(batch: Tensor) -> int:
-    return batch.shape[0] * (batch.shape[1] - 1)
+def _batch_tokens(batch: Tensor | tuple[Tensor, Tensor]) -> int:
+    tokens = split_batch(batch)[0]
+    return tokens.shape[0] * (tokens.shape[1] - 1)
 
 
 class TokenThroughputMonitor(ThroughputMonitor):
@@ -87,11 +91,20 @@ class RunRecord(L.Callback):
     This is PROTOCOLS.md's reproducibility record.
 
     The record holds the seed, git commit and dirty flag, package versions, device, the data provenance (corpus
-    manifest hash, tokenizer, split sizes) and the parameter count.
+    manifest hash, tokenizer, split sizes) and the parameter count. A later run of the stage in the same folder (a
+    resume) keeps the file's first record and appends its own to the list under ``resumes``.
+
+    Attributes:
+        run_dir: the run folder; ``None``: ``trainer.log_dir`` (the CLI sets it to the lab's run folder, which is not
+            the log_dir of an MLflow or W&B logger).
     """
 
+    def __init__(self, run_dir: str | Path | None = None) -> None:
+        self.run_dir = run_dir
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        log_dir = trainer.log_dir  # a collective call (it broadcasts): every rank must make it
+        # trainer.log_dir is a collective call (it broadcasts): every rank must make it
+        log_dir = self.run_dir if self.run_dir is not None else trainer.log_dir
         if not trainer.is_global_zero or log_dir is None:
             return
         device = trainer.strategy.root_device
@@ -108,9 +121,14 @@ class RunRecord(L.Callback):
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "data": trainer.datamodule.provenance() if trainer.datamodule is not None else None,
         }
-        path = Path(log_dir) / f"run_record_{getattr(stage, 'value', stage)}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, default=str))
+        stage = getattr(stage, "value", stage)
+        path = Path(log_dir) / f"run_record_{stage}.json"
+        resumed = stage != "fit" or any((path.parent / "checkpoints").glob("*.ckpt"))  # else a fresh start
+        if path.is_file() and resumed:  # keep the first record
+            first = json.loads(path.read_text())
+            first.setdefault("resumes", []).append(record)
+            record = first
+        write_text_atomic(path, json.dumps(record, indent=2, default=str))
 
 
 def _current_seed() -> int | None:

@@ -5,18 +5,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
+from lightning.pytorch.cli import instantiate_class
 from torch import Tensor
 from torchmetrics.text import Perplexity
 
+from tapa_lab.data.document_ids import split_batch
 from tapa_lab.errors import ConfigError, require
 from tapa_lab.lit.checkpoint_io import load_checkpoint
+from tapa_lab.lit.compile import CompileConfig, compile_module
+from tapa_lab.lit.schedules import instantiate_scheduler
 from tapa_lab.model import DecoderConfig, DecoderLM
 from tapa_lab.posenc import PositionalEncoding, RoPE
+
+Batch = Tensor | tuple[Tensor, Tensor]
+"""A batch of windows ``(B, L + 1)``, or ``(tokens, document_ids)`` with ``data.document_mask``."""
 
 
 @dataclass
@@ -72,18 +80,50 @@ class LanguageModel(L.LightningModule):
         vocab_size: number of token ids; linked from ``data.vocab_size``, do not set by hand.
         init_from: a checkpoint whose model weights initialise this model before training (optimizer fresh): the
             second stage of context extension. Shapes must match; the PE may differ in scaling (e.g. RoPE -> YaRN).
+        compile: ``torch.compile`` of the decoder (off by default; :mod:`tapa_lab.lit.compile`).
     """
 
     def __init__(self, posenc: PositionalEncoding = lazy_instance(RoPE), architecture: DecoderConfig = DecoderConfig(),
-                 optim: OptimConfig = OptimConfig(), vocab_size: int = 258, init_from: str | None = None) -> None:
+                 optim: OptimConfig = OptimConfig(), vocab_size: int = 258, init_from: str | None = None,
+                 compile: CompileConfig = CompileConfig()) -> None:
         super().__init__()
         optim.validate()
         self.optim = optim
+        self.optimizer_spec: dict[str, Any] | None = None
+        self.lr_scheduler_spec: dict[str, Any] | None = None
         self.model = DecoderLM(vocab_size, architecture, posenc)
         self.val_perplexity = Perplexity()
         self.test_perplexity = Perplexity()
         if init_from is not None:
             self.load_weights(init_from)
+        compile_module(self.model, compile)
+
+    def use_optimizer(self, optimizer: dict[str, Any] | None, lr_scheduler: dict[str, Any] | None) -> None:
+        """Train with LightningCLI's ``--optimizer`` and/or ``--lr_scheduler`` instead of the defaults.
+
+        Args:
+            optimizer: ``{"class_path": ..., "init_args": {...}}`` of any ``torch.optim.Optimizer`` (its ``lr`` is
+                ``model.optim.lr``, linked by the CLI); ``None``: AdamW from ``model.optim``. Either way matrices
+                decay and norms and per-head PE scalars do not (their group has ``weight_decay`` 0).
+            lr_scheduler: the same for any step-based scheduler (stepped every optimizer step, see
+                :func:`tapa_lab.lit.schedules.instantiate_scheduler`); ``None``: warm-up + cosine from ``model.optim``.
+        """
+        probe = [torch.zeros(1, requires_grad=True)]
+        probe_optimizer = torch.optim.SGD(probe, lr=1.0)
+        for field, spec in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)):
+            if spec is None:
+                continue
+            try:  # build both once on a probe parameter, so bad arguments are refused before anything runs
+                if field == "optimizer":
+                    probe_optimizer = instantiate_class([{"params": probe}], spec)
+                else:
+                    instantiate_scheduler(probe_optimizer, spec, total_steps=1, warmup_steps=self.optim.warmup_steps)
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{field} = {spec['class_path']} does not accept its init_args: {error}") from None
+        self.optimizer_spec = optimizer
+        self.lr_scheduler_spec = lr_scheduler
 
     def load_weights(self, path: str) -> None:
         """Copy model weights from a Lightning checkpoint; error naming the field on missing file or shape mismatch."""
@@ -98,51 +138,70 @@ class LanguageModel(L.LightningModule):
                 "same parameters as the run that wrote the checkpoint.")
         self.load_state_dict({k: state[k] for k in own}, strict=True)
 
-    def forward(self, tokens: Tensor, positions: Tensor | None = None) -> Tensor:
-        """``tokens (B, L)`` -> logits ``(B, L, V)``."""
-        return self.model(tokens, positions)
+    def forward(self, tokens: Tensor, positions: Tensor | None = None, document_ids: Tensor | None = None) -> Tensor:
+        """``tokens (B, L)`` -> logits ``(B, L, V)``; ``document_ids (B, L)`` restricts attention to each document."""
+        return self.model(tokens, positions, document_ids=document_ids)
 
-    def loss(self, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean next-token NLL of a batch ``(B, L + 1)``; also returns the logits ``(B, L, V)``."""
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = self(inputs)
+    def loss(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Mean next-token NLL of a batch ``(B, L + 1)`` (or ``(tokens, document_ids)``, both ``(B, L + 1)``); also
+        returns the logits ``(B, L, V)``."""
+        tokens, ids = split_batch(batch)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        logits = self(inputs) if ids is None else self(inputs, document_ids=ids[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()), logits
 
-    def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
-        self.flops_per_batch = training_flops(self.model, *batch[:, :-1].shape)
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        self.flops_per_batch = training_flops(self.model, *split_batch(batch)[0][:, :-1].shape)
 
-    def on_validation_batch_start(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.flops_per_batch = training_flops(self.model, *batch[:, :-1].shape) // 3  # forward only
+    def on_validation_batch_start(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.flops_per_batch = training_flops(self.model, *split_batch(batch)[0][:, :-1].shape) // 3  # forward only
 
-    def on_test_batch_start(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.flops_per_batch = training_flops(self.model, *batch[:, :-1].shape) // 3  # forward only
+    def on_test_batch_start(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.flops_per_batch = training_flops(self.model, *split_batch(batch)[0][:, :-1].shape) // 3  # forward only
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, _ = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/perplexity", loss.detach().exp())
         return loss
 
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loader 0 (the usual windows) logs ``val/loss`` and ``val/perplexity``; with the data module's
+        ``val_multiples``, each loader also logs its ``val/loss@<m>x`` (:meth:`TextDataModule.val_loss_tags`)."""
         loss, logits = self.loss(batch)
-        self.val_perplexity(logits.float(), batch[:, 1:])
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("val/perplexity", self.val_perplexity, prog_bar=True)
+        tokens = split_batch(batch)[0]
+        for tag in self._val_loss_tags()[dataloader_idx]:
+            self.log(tag, loss, prog_bar=tag == "val/loss", sync_dist=True, add_dataloader_idx=False,
+                     batch_size=tokens.shape[0])
+        if dataloader_idx == 0:
+            self.val_perplexity(logits.float(), tokens[:, 1:])
+            self.log("val/perplexity", self.val_perplexity, prog_bar=True, add_dataloader_idx=False)
 
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+    def _val_loss_tags(self) -> list[list[str]]:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return datamodule.val_loss_tags() if hasattr(datamodule, "val_loss_tags") else [["val/loss"]]
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         loss, logits = self.loss(batch)
-        self.test_perplexity(logits.float(), batch[:, 1:])
-        self.log("test/loss", loss, sync_dist=True)
+        tokens = split_batch(batch)[0]
+        self.test_perplexity(logits.float(), tokens[:, 1:])
+        self.log("test/loss", loss, sync_dist=True, batch_size=tokens.shape[0])
         self.log("test/perplexity", self.test_perplexity)
 
     def configure_optimizers(self) -> dict:
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
+        groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.optimizer_spec is None:
+            groups[0]["weight_decay"] = self.optim.weight_decay
+            optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
+        else:
+            optimizer = instantiate_class(groups, self.optimizer_spec)
         total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, self.optim.warmup_steps, total_steps, self.optim.min_lr_ratio))
+        if self.lr_scheduler_spec is None:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(
+                step, self.optim.warmup_steps, total_steps, self.optim.min_lr_ratio))
+        else:
+            scheduler = instantiate_scheduler(optimizer, self.lr_scheduler_spec, total_steps, self.optim.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tapa_lab.model.attention import Attention
+from tapa_lab.model.cache import Cache
 from tapa_lab.posenc.base import PositionalEncoding
 
 
@@ -41,13 +42,16 @@ class Block(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)). ``(B, L, d) -> (B, L, d)``."""
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, hidden_dim: int, posenc: PositionalEncoding,
-                 norm_eps: float) -> None:
+                 norm_eps: float, layer_idx: int = 0) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(dim, norm_eps)
-        self.attn = Attention(dim, n_heads, n_kv_heads, posenc)
+        self.attn = Attention(dim, n_heads, n_kv_heads, posenc, layer_idx)
         self.mlp_norm = RMSNorm(dim, norm_eps)
         self.mlp = SwiGLU(dim, hidden_dim)
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), positions)
+    def forward(self, x: Tensor, positions: Tensor, cache: Cache | None = None,
+                document_ids: Tensor | None = None) -> Tensor:
+        """``positions (Lk,)``: key positions (see :meth:`Attention.forward`); ``cache``: earlier keys and values;
+        ``document_ids (B, Lk)``: intra-document masking."""
+        x = x + self.attn(self.attn_norm(x), positions, cache, document_ids)
         return x + self.mlp(self.mlp_norm(x))

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from tapa_lab.errors import require
 from tapa_lab.model.blocks import Block, RMSNorm
+from tapa_lab.model.cache import Cache
 from tapa_lab.posenc.base import PositionalEncoding
 
 
@@ -68,7 +69,8 @@ class DecoderLM(nn.Module):
     Args:
         vocab_size: number of token ids.
         config: the decoder's shape.
-        posenc: the positional encoding; each layer gets its own bound copy.
+        posenc: the positional encoding; each layer gets its own bound copy, and a model-level copy adds absolute
+            positions to the token embeddings (:meth:`PositionalEncoding.embed`; the identity for relative PEs).
     """
 
     def __init__(self, vocab_size: int, config: DecoderConfig, posenc: PositionalEncoding) -> None:
@@ -77,10 +79,12 @@ class DecoderLM(nn.Module):
         require(vocab_size >= 1, "model.vocab_size", ">= 1", vocab_size)
         self.config = config
         self.embed = nn.Embedding(vocab_size, config.d_model)
+        self.posenc = copy.deepcopy(posenc)  # model-level copy: absolute PEs add to the embeddings (PE.embed)
+        self.posenc.bind_embedding(config.d_model)
         self.blocks = nn.ModuleList(
             Block(config.d_model, config.n_heads, config.kv_heads, config.hidden_dim, copy.deepcopy(posenc),
-                  config.norm_eps)
-            for _ in range(config.n_layers)
+                  config.norm_eps, layer_idx)
+            for layer_idx in range(config.n_layers)
         )
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.head = nn.Linear(config.d_model, vocab_size, bias=False)
@@ -89,28 +93,42 @@ class DecoderLM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) for every matrix; output projections of residual branches scaled by 1/sqrt(2 L)."""
+        """Normal(0, init_std) for every matrix but the PE's (a PE initialises its own parameters); output projections
+        of residual branches scaled by 1/sqrt(2 L); then each layer's PE adjusts its q and k projections
+        (:meth:`PositionalEncoding.init_qk_`)."""
         std = self.config.init_std
         residual_std = std / math.sqrt(2 * self.config.n_layers)
         for name, param in self.named_parameters():
-            if param.dim() < 2:
+            if param.dim() < 2 or "posenc." in name:  # PE parameters keep the PE's own initialisation
                 continue
             is_residual_out = name.endswith("attn.wo.weight") or name.endswith("mlp.w2.weight")
             nn.init.normal_(param, mean=0.0, std=residual_std if is_residual_out else std)
+        with torch.no_grad():
+            for block in self.blocks:  # the PE may rescale the parts of q and k it gives a role to (TAPA)
+                block.attn.posenc.init_qk_(block.attn.wq.weight, block.attn.wk.weight)
 
-    def forward(self, tokens: Tensor, positions: Tensor | None = None) -> Tensor:
-        """Next-token logits.
+    def forward(self, tokens: Tensor, positions: Tensor | None = None, cache: Cache | None = None,
+                document_ids: Tensor | None = None) -> Tensor:
+        """Next-token logits, optionally continuing from a KV cache (:mod:`tapa_lab.model.cache`).
 
         Args:
             tokens: ``(B, L)`` token ids.
-            positions: ``(L,)`` absolute positions (default ``0..L-1``).
+            positions: ``(L,)`` consecutive absolute positions of ``tokens`` (default ``past .. past + L - 1``, with
+                ``past`` the number of tokens in ``cache``, 0 without one).
+            cache: keys and values of the tokens before ``tokens`` (a :class:`~tapa_lab.model.cache.KVCache` or a
+                ``transformers.DynamicCache``); this call appends those of ``tokens`` to it.
+            document_ids: ``(B, Lk)`` document index of every key (the cached tokens, then ``tokens``): a token
+                attends only to earlier tokens of its own document (``data.document_mask``); ``None``: to all.
 
         Returns:
             ``(B, L, vocab_size)`` logits.
         """
+        length = tokens.shape[1]
+        past = 0 if cache is None else cache.get_seq_length()
         if positions is None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device)
-        x = self.embed(tokens)  # (B, L, d)
+            positions = torch.arange(past, past + length, device=tokens.device)
+        key_positions = positions if past == 0 else positions[0] + torch.arange(-past, length, device=tokens.device)
+        x = self.posenc.embed(self.embed(tokens), positions)  # (B, L, d)
         for block in self.blocks:
-            x = block(x, positions)
+            x = block(x, key_positions, cache, document_ids)
         return self.head(self.norm(x))

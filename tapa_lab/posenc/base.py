@@ -10,6 +10,18 @@ consecutive (``positions[t] = start + t``). Queries are the last ``Lq`` of them 
 ``Lq == Lk``, chunked evaluation and KV-cache decoding have ``Lq < Lk``. Attention is causal: the query at position
 ``p`` sees the keys at positions ``<= p``.
 
+Documents. ``attend`` takes optional ``document_ids`` ``(B, Lk)``, the document index of every key (queries: the last
+``Lq``); a query then sees only earlier keys of its own document (intra-document masking of packed windows,
+``data.document_mask``). ``None`` attends to every earlier key. A PE that overrides ``attend`` passes them on to
+:func:`~tapa_lab.kernels.causal_attention` / :func:`~tapa_lab.kernels.tapa_attention`.
+
+Initialisation. After the model initialises its weights it calls :meth:`init_qk_` with each layer's q and k
+projection weights, so a PE can rescale the parts of q and k it gives a role to (TAPA's amplitude and phase parts).
+
+Absolute PEs (learned, sinusoidal) add to the token embeddings: the model keeps one model-level copy of its PE, calls
+:meth:`bind_embedding` on it with the model width, and passes the embeddings through :meth:`embed` (the identity for
+every other PE), so the model never asks which PE it has.
+
 Life cycle. A PE is built from YAML (``class_path`` + ``init_args``) before the model knows it, so the model calls
 :meth:`bind` with the head geometry; ``bind`` validates the geometry and creates any buffers or parameters. Each
 attention layer owns its own bound copy, so learnable PE parameters (e.g. TAPA's per-head alpha) are per layer.
@@ -18,6 +30,7 @@ attention layer owns its own bound copy, so learnable PE parameters (e.g. TAPA's
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +45,9 @@ class PositionalEncoding(nn.Module):
     Args:
         backend: attention implementation: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
     """
+
+    translation_invariant: ClassVar[bool] = True
+    """Whether the scores depend on positions only through i - j (false for absolute PEs and FIRE)."""
 
     def __init__(self, backend: Backend = "auto") -> None:
         super().__init__()
@@ -51,6 +67,24 @@ class PositionalEncoding(nn.Module):
                 f"a divisor of n_heads={n_heads}", n_kv_heads)
         require(head_dim >= 1, "head dim (model.architecture.d_model / n_heads)", ">= 1", head_dim)
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+
+    def bind_embedding(self, d_model: int) -> None:
+        """Attach the model width to the model-level copy of this PE; absolute PEs build their table here.
+
+        Nothing by default. Called once by the model, on a copy that is never :meth:`bind`-ed.
+        """
+
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Add position information to the token embeddings; the identity by default.
+
+        Args:
+            x: token embeddings ``(B, L, d_model)``.
+            positions: ``(L,)`` absolute positions of the tokens.
+
+        Returns:
+            ``(B, L, d_model)``.
+        """
+        return x
 
     @property
     def softmax_scale(self) -> float:
@@ -77,7 +111,7 @@ class PositionalEncoding(nn.Module):
         """
         return None
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, document_ids: Tensor | None = None) -> Tensor:
         """Causal attention of q over (k, v) with this PE.
 
         Args:
@@ -85,13 +119,26 @@ class PositionalEncoding(nn.Module):
             k: ``(B, Hkv, Lk, D)``, ``H % Hkv == 0`` (grouped-query attention without repeating k/v).
             v: ``(B, Hkv, Lk, D)``.
             positions: absolute key positions, ``(Lk,)``; queries sit at ``positions[-Lq:]``.
+            document_ids: ``(B, Lk)`` document index of every key (queries: the last ``Lq``); a query sees only keys
+                of its own document. ``None``: no document masking.
 
         Returns:
             ``(B, H, Lq, D)``.
         """
         q, k = self.transform_qk(q, k, positions)
         return causal_attention(q, k, v, scale=self.softmax_scale, alibi_slopes=self.score_bias(),
-                                backend=self.backend)
+                                backend=self.backend, document_ids=document_ids)
+
+    def init_qk_(self, wq: Tensor, wk: Tensor) -> None:
+        """Adjust the freshly initialised q and k projection weights in place; nothing by default.
+
+        Called by :meth:`DecoderLM.reset_parameters <tapa_lab.model.DecoderLM.reset_parameters>` (under
+        ``torch.no_grad``) after the normal init of every matrix.
+
+        Args:
+            wq: ``(H * D, d_model)``; rows ``h * D .. h * D + D - 1`` make head ``h``'s query.
+            wk: ``(Hkv * D, d_model)``, laid out the same way.
+        """
 
     def pair_scores(self, q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> Tensor:
         """Pre-softmax scores of chosen (query, key) position pairs in float64, for analysis (not for training).

@@ -2,7 +2,8 @@
 
 q and k are rotated pairwise by angles ``position * w_d``, ``w_d = base^(-2d/R)`` over the ``R`` rotary dimensions, so
 q_m.k_n depends on m - n only. Pairs follow the GPT-NeoX/Llama layout: dimension ``d`` pairs with ``d + R/2``.
-Context-extension variants (PI, NTK-aware, YaRN) live in ``rope_scaling.py`` and override :meth:`RoPE.inv_freq`.
+Context-extension variants (PI, NTK-aware, YaRN, Llama 3) live in ``rope_scaling.py`` and ``rope_llama3.py`` and
+override :meth:`RoPE.inv_freq`.
 The rotation itself is :func:`tapa_lab.kernels.rope_rotate`: a fused Triton kernel on the Triton backend, PyTorch
 (:func:`tapa_lab.kernels.rope_torch.rotate`) otherwise.
 """
@@ -29,18 +30,18 @@ class RoPE(PositionalEncoding):
 
     def __init__(self, base: float = 10000.0, rotary_fraction: float = 1.0, backend: Backend = "auto") -> None:
         super().__init__(backend)
-        require(base > 1, "posenc.base", "> 1", base)
-        require(0 < rotary_fraction <= 1, "posenc.rotary_fraction", "in (0, 1]", rotary_fraction)
+        require(base > 1, "model.posenc.init_args.base", "> 1", base)
+        require(0 < rotary_fraction <= 1, "model.posenc.init_args.rotary_fraction", "in (0, 1]", rotary_fraction)
         self.base = base
         self.rotary_fraction = rotary_fraction
         self.rotary_dim = 0
 
     def bind(self, n_heads: int, n_kv_heads: int, head_dim: int) -> None:
         super().bind(n_heads, n_kv_heads, head_dim)
-        require(head_dim % 2 == 0, "head_dim (d_model / n_heads)", "even for RoPE", head_dim)
+        require(head_dim % 2 == 0, "head dim (model.architecture.d_model / n_heads)", "even for RoPE", head_dim)
         rotary_dim = int(round(self.rotary_fraction * head_dim)) // 2 * 2
-        require(rotary_dim >= 2, "posenc.rotary_fraction", f">= 2/{head_dim} so that at least one pair rotates",
-                self.rotary_fraction)
+        require(rotary_dim >= 2, "model.posenc.init_args.rotary_fraction",
+                f">= 2/{head_dim} so that at least one pair rotates", self.rotary_fraction)
         self.rotary_dim = rotary_dim
 
     def base_inv_freq(self) -> Tensor:

@@ -9,11 +9,35 @@ followed by the causal mask, softmax and the full-width V. The phase variants ov
 which returns vectors whose (scaled) dot product is phi, so every variant runs on the same fused kernel:
 quadratic (default) phi = qP.kP / sqrt(Dp); linear (paper eq. 16) phi = (sum qP + sum kP) / sqrt(Dp); static
 phi = c_h, a learned scalar per head. Maths, gradients, numerics: ../../shared/design/TAPA.md.
+
+Options for diagnosing TAPA (not in the paper; every default reproduces the paper bit for bit):
+
+- Phase temperature tau_h (``phase_temperature``, ``learnable_temperature``): the phase is divided by tau,
+
+      score(i, j) = A_ij * cos(2 pi |i - j|^alpha * phi(qP_i, kP_j) / tau_h).
+
+  Fixed: one tau for every head, folded into the kernel's phase scale. Learnable: one tau per head, trained through
+  ``log tau`` (kept positive, no weight decay) and applied by multiplying the phase query vectors by ``1/tau_h``
+  before the kernel (a per-token operation, so a KV cache sees the same scores).
+- Initial scale of the amplitude and phase parts (``amp_init_scale`` s_A, ``phase_init_scale`` s_P): after the model's
+  normal init (std sigma) the rows of W_q and W_k that make the amplitude part of each head are multiplied by s_A and
+  those of the phase part by s_P (via :meth:`PositionalEncoding.init_qk_`), so qA, kA start with std s_A sigma |x| and
+  qP, kP with s_P sigma |x|: the amplitude A starts s_A^2 times and the phase phi s_P^2 times their default size.
+- Phase normalisation (``phase_norm``, qk-norm style: Henry et al. 2020, arXiv 2010.04245; Dehghani et al. 2023,
+  arXiv 2302.05442): before the phase is formed, qP and kP are RMS-normalised over their Dp dims,
+
+      qP <- g_q * qP / sqrt(mean(qP^2) + eps),   kP <- g_k * kP / sqrt(mean(kP^2) + eps),   eps = 1e-6,
+
+  in fp32, so each has norm sqrt(Dp) (times the gains) and phi = qP . kP / sqrt(Dp) lies in [-sqrt(Dp), sqrt(Dp)].
+  ``rms``: no gains (g = 1); ``rms_gain``: learnable gains g_q, g_k of shape (Dp,) per layer (shared by the heads),
+  initialised at 1. It bounds the phase whatever the scale of W_q, W_k, separating "how fast the phase turns" from the
+  growth of q and k. The linear phase sums the normalised vectors; the static phase ignores them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +45,11 @@ from torch import Tensor, nn
 from tapa_lab.errors import require
 from tapa_lab.kernels import Backend, tapa_attention
 from tapa_lab.posenc.base import PositionalEncoding
+
+PhaseNorm = Literal["none", "rms", "rms_gain"]
+"""Normalisation of the phase vectors: none (the paper), RMS, or RMS with learnable gains."""
+PHASE_NORMS = ("none", "rms", "rms_gain")
+PHASE_NORM_EPS = 1e-6
 
 
 class TAPA(PositionalEncoding):
@@ -35,30 +64,64 @@ class TAPA(PositionalEncoding):
         chunk_size: on the PyTorch path, queries processed per block (memory O(chunk x L) per head instead of
             O(L^2)); ``null`` lets the kernel choose. Ignored by the Triton path, which is always blockwise.
         backend: attention implementation: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
+        phase_temperature: tau, the phase is divided by it; > 0 (paper: 1). The initial value when
+            ``learnable_temperature``.
+        learnable_temperature: train one tau per head (through log tau); not in the paper.
+        amp_init_scale: factor on the initial weights of the amplitude rows of W_q and W_k; > 0 (paper: 1).
+        phase_init_scale: factor on the initial weights of the phase rows of W_q and W_k; > 0 (paper: 1).
+        phase_norm: ``none`` (paper), ``rms`` (RMS-normalise qP and kP before the phase) or ``rms_gain`` (the same
+            with learnable per-dimension gains); see the module docstring.
     """
 
     def __init__(self, alpha: float = 0.1, theta: float = 0.5, two_pi: bool = True, learnable_alpha: bool = False,
-                 chunk_size: int | None = None, backend: Backend = "auto") -> None:
+                 chunk_size: int | None = None, backend: Backend = "auto", phase_temperature: float = 1.0,
+                 learnable_temperature: bool = False, amp_init_scale: float = 1.0, phase_init_scale: float = 1.0,
+                 phase_norm: PhaseNorm = "none") -> None:
         super().__init__(backend)
-        require(alpha > 0, "posenc.alpha", "> 0", alpha)
-        require(0 < theta < 1, "posenc.theta", "in the open interval (0, 1)", theta)
-        require(chunk_size is None or chunk_size >= 1, "posenc.chunk_size", "null or >= 1", chunk_size)
+        require(alpha > 0, "model.posenc.init_args.alpha", "> 0", alpha)
+        require(0 < theta < 1, "model.posenc.init_args.theta", "in the open interval (0, 1)", theta)
+        require(chunk_size is None or chunk_size >= 1, "model.posenc.init_args.chunk_size", "null or >= 1", chunk_size)
+        require(phase_temperature > 0, "model.posenc.init_args.phase_temperature", "> 0", phase_temperature)
+        require(amp_init_scale > 0, "model.posenc.init_args.amp_init_scale", "> 0", amp_init_scale)
+        require(phase_init_scale > 0, "model.posenc.init_args.phase_init_scale", "> 0", phase_init_scale)
+        require(phase_norm in PHASE_NORMS, "model.posenc.init_args.phase_norm", "one of none, rms, rms_gain",
+                phase_norm)
         self.alpha = alpha
         self.theta = theta
         self.two_pi = two_pi
         self.learnable_alpha = learnable_alpha
         self.chunk_size = chunk_size
+        self.phase_temperature = phase_temperature
+        self.learnable_temperature = learnable_temperature
+        self.amp_init_scale = amp_init_scale
+        self.phase_init_scale = phase_init_scale
+        self.phase_norm = phase_norm
         self.amp_dim = 0
         self.phase_dim = 0
 
     def bind(self, n_heads: int, n_kv_heads: int, head_dim: int) -> None:
         super().bind(n_heads, n_kv_heads, head_dim)
         amp_dim = round(self.theta * head_dim)
-        require(1 <= amp_dim <= head_dim - 1, "posenc.theta",
+        require(1 <= amp_dim <= head_dim - 1, "model.posenc.init_args.theta",
                 f"such that Da = round(theta * {head_dim}) is in [1, {head_dim - 1}] (got Da = {amp_dim})", self.theta)
         self.amp_dim, self.phase_dim = amp_dim, head_dim - amp_dim
         if self.learnable_alpha:
             self.log_alpha = nn.Parameter(torch.full((n_heads,), math.log(self.alpha)))
+        if self.learnable_temperature:
+            self.log_temperature = nn.Parameter(torch.full((n_heads,), math.log(self.phase_temperature)))
+        if self.phase_norm == "rms_gain":
+            self.q_phase_gain = nn.Parameter(torch.ones(self.phase_dim))
+            self.k_phase_gain = nn.Parameter(torch.ones(self.phase_dim))
+
+    def init_qk_(self, wq: Tensor, wk: Tensor) -> None:
+        """Scale the amplitude rows of each head of W_q, W_k by ``amp_init_scale`` and the phase rows by
+        ``phase_init_scale`` (no-op at the defaults)."""
+        for weight, heads in ((wq, self.n_heads), (wk, self.n_kv_heads)):
+            rows = weight.view(heads, self.head_dim, -1)  # (heads, D, d_model)
+            if self.amp_init_scale != 1.0:
+                rows[:, :self.amp_dim].mul_(self.amp_init_scale)
+            if self.phase_init_scale != 1.0:
+                rows[:, self.amp_dim:].mul_(self.phase_init_scale)
 
     def head_alpha(self) -> float | Tensor:
         """The distance exponent: the float ``alpha``, or the per-head ``(H,)`` tensor when learnable."""
@@ -75,16 +138,43 @@ class TAPA(PositionalEncoding):
         """
         return q_phase, k_phase, 1.0 / math.sqrt(self.phase_dim)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor) -> Tensor:
+    def normalise_phase(self, x: Tensor, gain: Tensor | None) -> Tensor:
+        """RMS normalisation of phase vectors ``(..., Dp)`` over the last dim, in fp32, times ``gain`` ``(Dp,)``."""
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + PHASE_NORM_EPS)
+        return (normed if gain is None else normed * gain.float()).to(x.dtype)
+
+    def phase_operands(self, q_phase: Tensor, k_phase: Tensor) -> tuple[Tensor, Tensor, float]:
+        """The kernel's phase operands: :meth:`phase_vectors` of the (optionally normalised) phase parts, with the
+        temperature applied.
+
+        Args:
+            q_phase: ``(B, H, Lq, Dp)``; k_phase: ``(B, Hkv, Lk, Dp)``.
+
+        Returns:
+            ``(q', k', scale)`` with ``phi(i, j) / tau_h = scale * q'_i . k'_j``.
+        """
+        if self.phase_norm != "none":
+            gains = (self.q_phase_gain, self.k_phase_gain) if self.phase_norm == "rms_gain" else (None, None)
+            q_phase, k_phase = self.normalise_phase(q_phase, gains[0]), self.normalise_phase(k_phase, gains[1])
+        q_vec, k_vec, scale = self.phase_vectors(q_phase, k_phase)
+        if self.learnable_temperature:
+            inverse = self.log_temperature.neg().exp().to(q_vec.dtype).view(1, -1, 1, 1)  # (1, H, 1, 1)
+            q_vec = q_vec * inverse
+        elif self.phase_temperature != 1.0:
+            scale = scale / self.phase_temperature
+        return q_vec, k_vec, scale
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, document_ids: Tensor | None = None) -> Tensor:
         da = self.amp_dim
-        q_phase, k_phase, phase_scale = self.phase_vectors(q[..., da:], k[..., da:])
+        q_phase, k_phase, phase_scale = self.phase_operands(q[..., da:], k[..., da:])
         return tapa_attention(q[..., :da], k[..., :da], q_phase, k_phase, v, alpha=self.head_alpha(),
                               amp_scale=1.0 / math.sqrt(da), phase_scale=phase_scale, two_pi=self.two_pi,
-                              backend=self.backend, chunk_size=self.chunk_size)
+                              backend=self.backend, chunk_size=self.chunk_size, document_ids=document_ids)
 
     def pair_scores(self, q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> Tensor:
         da = self.amp_dim
-        q_phase, k_phase, phase_scale = self.phase_vectors(q[None, :, :, da:], k[None, :, :, da:])
+        q_phase, k_phase, phase_scale = self.phase_operands(q[None, :, :, da:], k[None, :, :, da:])
         amplitude = (q[:, query, :da].double() * k[:, key, :da].double()).sum(-1) / math.sqrt(da)  # (H, n)
         phase = phase_scale * (q_phase[0][:, query].double() * k_phase[0][:, key].double()).sum(-1)  # (H, n)
         alpha = self.head_alpha()
@@ -94,7 +184,9 @@ class TAPA(PositionalEncoding):
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, theta={self.theta}, two_pi={self.two_pi}, "
-                f"learnable_alpha={self.learnable_alpha}, {super().extra_repr()}")
+                f"learnable_alpha={self.learnable_alpha}, phase_temperature={self.phase_temperature}, "
+                f"learnable_temperature={self.learnable_temperature}, amp_init_scale={self.amp_init_scale}, "
+                f"phase_init_scale={self.phase_init_scale}, phase_norm={self.phase_norm}, {super().extra_repr()}")
 
 
 class TAPALinearPhase(TAPA):
@@ -120,12 +212,17 @@ class TAPAStaticPhase(TAPA):
     Args:
         phase_init: initial value of every c_h; nonzero (at 0 the gradient of cos vanishes).
         alpha, theta, two_pi, learnable_alpha, chunk_size, backend: as :class:`TAPA`.
+        phase_temperature, learnable_temperature, amp_init_scale, phase_init_scale, phase_norm: as :class:`TAPA`
+            (the phase rows and their normalisation are unused here).
     """
 
     def __init__(self, phase_init: float = 0.1, alpha: float = 0.1, theta: float = 0.5, two_pi: bool = True,
-                 learnable_alpha: bool = False, chunk_size: int | None = None, backend: Backend = "auto") -> None:
-        super().__init__(alpha, theta, two_pi, learnable_alpha, chunk_size, backend)
-        require(phase_init != 0, "posenc.phase_init", "nonzero", phase_init)
+                 learnable_alpha: bool = False, chunk_size: int | None = None, backend: Backend = "auto",
+                 phase_temperature: float = 1.0, learnable_temperature: bool = False, amp_init_scale: float = 1.0,
+                 phase_init_scale: float = 1.0, phase_norm: PhaseNorm = "none") -> None:
+        super().__init__(alpha, theta, two_pi, learnable_alpha, chunk_size, backend, phase_temperature,
+                         learnable_temperature, amp_init_scale, phase_init_scale, phase_norm)
+        require(phase_init != 0, "model.posenc.init_args.phase_init", "nonzero", phase_init)
         self.phase_init = phase_init
 
     def bind(self, n_heads: int, n_kv_heads: int, head_dim: int) -> None:

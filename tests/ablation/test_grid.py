@@ -3,19 +3,25 @@ training; cells are identified by their resolved config; zip, per-level values a
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import pytest
 from grid_cases import EXPERIMENTS, FIXTURE_SET, minimal_grid
+from rich.console import Console
 
-from tapa_lab.ablation.grid import GridError, expand, load_grid
+from tapa_lab.ablation.command import load_grid_showing_warnings
+from tapa_lab.ablation.expand import expand
+from tapa_lab.ablation.loader import load_grid
+from tapa_lab.ablation.spec import GridError, GridWarning
 
 SHIPPED = sorted((EXPERIMENTS / "ablations").glob("*.yaml"))
 
 
 def test_the_shipped_grids_are_the_documented_ones():
     assert {p.stem for p in SHIPPED} >= {"extrapolation", "extrapolation-gpu", "extension", "tapa-alpha-theta",
-                                         "tapa-phase", "smoke"}
+                                         "tapa-phase", "smoke", "lr-sweep-gpu"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -147,3 +153,35 @@ def test_relative_fragments_are_read_from_the_lab_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the lab root: fragments resolve through the grid's own location
     grid = load_grid(EXPERIMENTS / "ablations" / "smoke.yaml")
     assert all(Path(p).is_file() for p in grid.base)
+
+
+def test_repeated_values_are_merged_with_a_warning_naming_them(write_grid, tmp_path):
+    axes = {"lr": {"key": "model.optim.lr", "values": [0.001, 0.003, 0.001]}}
+    with pytest.warns(GridWarning, match=r"axes\.lr\.values: 0\.001 repeated"):
+        grid = load_grid(write_grid(minimal_grid(axes=axes, seeds=[0])))
+    assert list(grid.axes[0].levels) == ["0.001", "0.003"]
+
+
+def test_identical_levels_are_named_in_a_warning(write_grid):
+    axes = minimal_grid()["axes"]
+    axes["pe"]["levels"]["rope-again"] = dict(axes["pe"]["levels"]["rope"])
+    with pytest.warns(GridWarning, match=r"axes\.pe\.levels: 'rope' and 'rope-again' are identical"):
+        load_grid(write_grid(minimal_grid(axes=axes)))
+
+
+def test_a_key_repeated_in_the_yaml_is_named_in_a_warning(write_grid):
+    path = write_grid(minimal_grid())
+    text = path.read_text().replace("  pe:\n    levels:\n", "  pe:\n    levels:\n      nope: {}\n", 1)
+    path.write_text(text)
+    with pytest.warns(GridWarning, match="key 'nope' is repeated"):
+        load_grid(path)
+
+
+def test_a_grid_without_repeats_warns_nothing_and_the_command_prints_warnings_as_one_line(write_grid):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GridWarning)
+        load_grid(write_grid(minimal_grid(), "clean.yaml"))
+    console = Console(file=io.StringIO(), width=200)
+    axes = {"lr": {"key": "model.optim.lr", "values": [0.001, 0.001]}}
+    load_grid_showing_warnings(write_grid(minimal_grid(axes=axes)), console)
+    assert console.file.getvalue() == "warning: axes.lr.values: 0.001 repeated; each value is one level.\n"

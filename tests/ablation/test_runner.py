@@ -60,7 +60,7 @@ def test_every_cell_is_recorded_and_failures_do_not_stop_the_grid(grid_run):
     for row in rows["rope"]:
         cell = out / "cells" / row.cell_id
         config = yaml.safe_load((cell / "config.yaml").read_text())
-        assert config["trainer"]["logger"]["init_args"]["save_dir"] == str(out / "cells")
+        assert config["run_dir"] == str(cell / "run")
         (record_path,) = (cell / "run").glob("run_record_*.json")
         record = json.loads(record_path.read_text())
         assert record["seed"] == row.seed and record["data"]["manifest_hash"]

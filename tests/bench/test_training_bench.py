@@ -37,3 +37,22 @@ def test_bench_training_bad_input_is_one_line_naming_the_field(args, field, tmp_
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"tapa-lab: error: {field}") and len(error.splitlines()) == 1, error
+
+
+@pytest.mark.slow
+def test_bench_training_compiled_runs_and_says_so(tmp_path):
+    main(["bench", "training", "--model_config", TINY, "--posencs", "[tapa_lab.posenc.TAPA]", "--seq_lens", "[32]",
+          "--tokens_per_batch", "64", "--steps", "1", "--warmup_steps", "1", "--compile", "true",
+          "--out_dir", str(tmp_path)])
+    record = json.loads((tmp_path / "training.json").read_text())
+    assert record["machine"].endswith("tiny model, compiled")
+    assert [(r["posenc"], r["seq_len"]) for r in record["results"]] == [("tapa", 32)]
+    assert record["results"][0]["tokens_per_s"] > 0
+
+
+def test_bench_training_compile_without_warmup_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "training", "--model_config", TINY, "--compile", "true", "--warmup_steps", "0",
+              "--out_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("tapa-lab: error: warmup_steps")

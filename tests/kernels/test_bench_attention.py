@@ -1,11 +1,23 @@
-"""The attention benchmark runs on CPU with a tiny configuration and writes its JSON and markdown table."""
+"""The attention benchmark runs on CPU with a tiny configuration and writes its JSON and markdown table; its RoPE +
+SDPA baselines, eager and compiled, compute RoPE + SDPA."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tapa_lab.bench.attention import CPU_IMPLEMENTATIONS, bench_attention, causal_attention_flops
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tapa_lab.bench.attention import (
+    CPU_IMPLEMENTATIONS,
+    _attention,
+    bench_attention,
+    causal_attention_flops,
+    rope_tables,
+)
+from tapa_lab.kernels.rope_torch import rotate
 
 
 def test_flop_convention_is_flashattention_causal() -> None:
@@ -23,3 +35,18 @@ def test_cpu_smoke_run_writes_json_and_table(tmp_path: Path) -> None:
     table = (tmp_path / "attention.md").read_text()
     assert table.startswith("Causal attention on ") and "| tapa-torch | 64 | 16 | 2 |" in table
     assert json.loads((tmp_path / "attention.json").read_text())["results"] == results
+
+
+@pytest.mark.slow
+def test_compiled_rope_sdpa_baseline_runs_and_computes_rope_sdpa(tmp_path: Path) -> None:
+    """The compiled RoPE + SDPA baseline (inductor on CPU here; its GPU numbers come from a GPU run) times both passes
+    and computes what the eager RoPE + SDPA computes."""
+    results = bench_attention(implementations=["rope-sdpa", "rope-sdpa-compiled"], device="cpu", seq_lens=[32],
+                              head_dims=[16], n_heads=2, tokens_per_batch=64, dtype="float32", warmup_ms=1, rep_ms=1,
+                              out_dir=str(tmp_path))
+    assert [(r["implementation"], r["status"]) for r in results] == [("rope-sdpa", "ok"), ("rope-sdpa-compiled", "ok")]
+    q, k, v = torch.randn(3, 2, 2, 32, 16, generator=torch.Generator().manual_seed(0)).unbind(0)
+    cos, sin = rope_tables(32, 16, q.device)
+    expected = F.scaled_dot_product_attention(rotate(q, cos, sin), rotate(k, cos, sin), v, is_causal=True)
+    for name in ("rope-sdpa", "rope-sdpa-compiled"):
+        torch.testing.assert_close(_attention(name, 16, 0.1, 0.5)(q, k, v), expected, msg=name)

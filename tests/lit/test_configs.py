@@ -19,6 +19,8 @@ FULL_CONFIGS = sorted([EXPERIMENTS / "smoke.yaml", *(EXPERIMENTS / "model").glob
 PE_FRAGMENTS = sorted((EXPERIMENTS / "posenc").glob("*.yaml"))
 EVAL_CONFIGS = sorted((EXPERIMENTS / "eval").glob("*.yaml"))
 EXTENSION_CONFIGS = sorted((EXPERIMENTS / "extension").glob("*.yaml"))
+OPTIM_FRAGMENTS = sorted((EXPERIMENTS / "optim").glob("*.yaml"))
+DATA_FRAGMENTS = sorted((EXPERIMENTS / "data").glob("*.yaml"))
 CPU_ONLY = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
             "--trainer.num_nodes", "1", "--trainer.precision", "32-true"]
 
@@ -32,7 +34,8 @@ def instantiate(*configs: Path) -> LanguageModel:
 
 def test_every_config_is_covered():
     """No YAML is left out of the parse tests (ablation grids have their own tests)."""
-    covered = set(FULL_CONFIGS) | set(PE_FRAGMENTS) | set(EVAL_CONFIGS) | set(EXTENSION_CONFIGS)
+    covered = (set(FULL_CONFIGS) | set(PE_FRAGMENTS) | set(EVAL_CONFIGS) | set(EXTENSION_CONFIGS)
+               | set(OPTIM_FRAGMENTS) | set(DATA_FRAGMENTS))
     shipped = {p for p in EXPERIMENTS.rglob("*.yaml") if "ablations" not in p.parts}
     assert shipped == covered
 
@@ -85,3 +88,28 @@ def test_extension_config_switches_pe_and_length(config, in_tmp):
         assert getattr(posenc, key) == value
     assert cli.datamodule.seq_len == expected["data"]["seq_len"]
     assert cli.trainer.logger.name == expected["trainer"]["logger"]["init_args"]["name"]
+
+
+@pytest.mark.parametrize("fragment", OPTIM_FRAGMENTS, ids=lambda p: p.stem)
+def test_optim_fragment_swaps_only_the_optimizer_or_schedule(fragment, in_tmp):
+    model = instantiate(EXPERIMENTS / "model" / "tiny.yaml", fragment)
+    expected = yaml.safe_load(fragment.read_text())
+    for key, spec in (("optimizer", model.optimizer_spec), ("lr_scheduler", model.lr_scheduler_spec)):
+        if key not in expected:
+            assert spec is None, key  # the lab's default stays
+            continue
+        assert spec["class_path"] == expected[key]["class_path"]
+        assert all(spec["init_args"][name] == value for name, value in expected[key]["init_args"].items())
+    if "optimizer" in expected:
+        assert model.optimizer_spec["init_args"]["lr"] == expected["model"]["optim"]["lr"]  # linked from model.optim
+    assert model.model.config.d_model == 128  # the tiny preset is untouched
+
+
+@pytest.mark.parametrize("fragment", DATA_FRAGMENTS, ids=lambda p: p.stem)
+def test_data_fragment_sets_only_its_data_fields(fragment, in_tmp):
+    args = ["--config", str(EXPERIMENTS / "model" / "tiny.yaml"), "--config", str(fragment), *CPU_ONLY]
+    with torch.device("meta"):
+        cli = run_lightning(args, run=False)
+    for key, value in yaml.safe_load(fragment.read_text())["data"].items():
+        assert getattr(cli.datamodule, key) == (tuple(value) if isinstance(value, list) else value), key
+    assert cli.datamodule.seq_len == 128  # the tiny preset is untouched

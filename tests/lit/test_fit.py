@@ -86,9 +86,9 @@ def test_bad_checkpoint_is_a_clear_error(ckpt, message, in_tmp, fixture_run, cap
 
 
 @pytest.mark.parametrize("override,field", [
-    (["--model.posenc", "tapa_lab.posenc.TAPA", "--model.posenc.theta", "1.5"], "posenc.theta"),
-    (["--model.posenc", "tapa_lab.posenc.YaRN", "--model.posenc.factor", "0.5"], "posenc.factor"),
-    (["--model.architecture.n_kv_heads", "3"], "n_kv_heads"),
+    (["--model.posenc", "tapa_lab.posenc.TAPA", "--model.posenc.theta", "1.5"], "model.posenc.init_args.theta"),
+    (["--model.posenc", "tapa_lab.posenc.YaRN", "--model.posenc.factor", "0.5"], "model.posenc.init_args.factor"),
+    (["--model.architecture.n_kv_heads", "3"], "model.architecture.n_kv_heads"),
     (["--data.seq_len", "100000"], "data.seq_len"),
 ])
 def test_bad_config_value_is_one_clear_message(override, field, in_tmp, fixture_run, capsys):

@@ -13,6 +13,7 @@ from tapa_lab.errors import ConfigError
 from tapa_lab.posenc import (
     TAPA,
     ALiBi,
+    Llama3RoPE,
     NTKAwareRoPE,
     PositionInterpolation,
     RoPE,
@@ -59,10 +60,12 @@ def test_ntk_aware_rescales_the_base():
     assert pe.inv_freq()[-1].item() == pytest.approx(1e-3 / 4)
 
 
-def test_yarn_ramp_frequencies_and_temperature():
-    """L_orig = 128: wavelengths 2 pi / w = (6.283, 62.83, 628.3, 6283); r = 128 / wavelength = (20.37, 2.037, 0.2037,
+def test_yarn_paper_ramp_frequencies_and_temperature():
+    """The paper's ramp over rotations.
+
+    L_orig = 128: wavelengths 2 pi / w = (6.283, 62.83, 628.3, 6283); r = 128 / wavelength = (20.37, 2.037, 0.2037,
     0.02037); gamma = clamp((r - 1) / 31, 0, 1) = (0.62490, 0.033454, 0, 0); w' = (1 - gamma) w / 4 + gamma w."""
-    pe = bound(YaRN(factor=4.0, original_max_len=128, beta_fast=32, beta_slow=1))
+    pe = bound(YaRN(factor=4.0, original_max_len=128, beta_fast=32, beta_slow=1, ramp_over="rotations"))
     gamma = [(128 / (2 * math.pi) - 1) / 31, (128 / (2 * math.pi / 0.1) - 1) / 31, 0.0, 0.0]
     torch.testing.assert_close(pe.ramp(), torch.tensor(gamma, dtype=torch.float64))
     expected = [(1 - g) * w / 4 + g * w for g, w in zip(gamma, [1.0, 0.1, 0.01, 0.001], strict=True)]
@@ -155,13 +158,18 @@ def test_tapa_learnable_alpha_gets_gradient_and_stays_positive():
 
 
 @pytest.mark.parametrize("make,field", [
-    (lambda: TAPA(theta=1.0), "posenc.theta"),
-    (lambda: TAPA(theta=0.0), "posenc.theta"),
-    (lambda: TAPA(alpha=0.0), "posenc.alpha"),
-    (lambda: TAPA(alpha=-1.0), "posenc.alpha"),
-    (lambda: YaRN(factor=0.5), "posenc.factor"),
-    (lambda: PositionInterpolation(factor=0.9), "posenc.factor"),
-    (lambda: RoPE(rotary_fraction=0.0), "posenc.rotary_fraction"),
+    (lambda: TAPA(theta=1.0), "model.posenc.init_args.theta"),
+    (lambda: TAPA(theta=0.0), "model.posenc.init_args.theta"),
+    (lambda: TAPA(alpha=0.0), "model.posenc.init_args.alpha"),
+    (lambda: TAPA(alpha=-1.0), "model.posenc.init_args.alpha"),
+    (lambda: YaRN(factor=0.5), "model.posenc.init_args.factor"),
+    (lambda: YaRN(beta_fast=1.0, beta_slow=2.0), "model.posenc.init_args.beta_fast"),
+    (lambda: YaRN(ramp_over="paper"), "model.posenc.init_args.ramp_over"),
+    (lambda: PositionInterpolation(factor=0.9), "model.posenc.init_args.factor"),
+    (lambda: Llama3RoPE(high_freq_factor=0.5), "model.posenc.init_args.high_freq_factor"),
+    (lambda: Llama3RoPE(original_max_len=0), "model.posenc.init_args.original_max_len"),
+    (lambda: RoPE(rotary_fraction=0.0), "model.posenc.init_args.rotary_fraction"),
+    (lambda: RoPE(base=1.0), "model.posenc.init_args.base"),
     (lambda: TAPA(backend="cuda"), "backend"),
 ])
 def test_out_of_range_values_name_the_field(make, field):
@@ -170,7 +178,7 @@ def test_out_of_range_values_name_the_field(make, field):
 
 
 def test_bind_errors_name_the_field():
-    with pytest.raises(ConfigError, match="head_dim"):
+    with pytest.raises(ConfigError, match="head dim"):
         RoPE().bind(4, 4, 7)  # odd head dim
     with pytest.raises(ConfigError, match=r"posenc\.theta"):
         TAPA(theta=0.1).bind(4, 4, 4)  # Da = round(0.4) = 0

@@ -1,0 +1,120 @@
+"""Where a grid's cells run: ``local`` (processes of the runner, the default) or ``slurm`` (a job array per stage
+through submitit), and the cluster settings of the ``slurm`` executor.
+
+The settings come from the grid's ``executor:`` block, overridden field by field on the command line
+(``--slurm.partition gpu``). Every check runs before anything is submitted; a bad value is one line naming the field.
+This module imports no submitit (the optional ``cluster`` extra); :mod:`tapa_lab.ablation.cluster` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from tapa_lab.ablation.spec import GridError
+from tapa_lab.errors import ConfigError
+
+ExecutorKind = Literal["local", "slurm"]
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Cluster settings of ``--executor slurm`` (each ``None``: the grid's ``executor:`` block, else SLURM's
+    default)."""
+
+    partition: str | None = None
+    """SLURM partition (``#SBATCH --partition``)."""
+    account: str | None = None
+    """Account charged (``--account``)."""
+    qos: str | None = None
+    """Quality of service (``--qos``)."""
+    time: int | None = None
+    """Wall-time limit of one task, in minutes (``--time``); a cell that needs longer is requeued and resumes."""
+    gpus_per_task: int | None = None
+    """GPUs of each cell (``--gpus-per-task``)."""
+    cpus_per_task: int | None = None
+    """CPU cores of each cell (``--cpus-per-task``); also its torch threads."""
+    mem: str | None = None
+    """Memory per node, e.g. ``64G`` (``--mem``)."""
+    array_parallelism: int | None = None
+    """Cells of one job array running at once (``--array=0-N%<this>``; default 256)."""
+
+    def merged(self, other: SlurmOptions) -> SlurmOptions:
+        """These settings with every field that ``other`` sets replaced (``other`` wins)."""
+        return dataclasses.replace(self, **{f.name: getattr(other, f.name) for f in fields(other)
+                                            if getattr(other, f.name) is not None})
+
+    def submitit_parameters(self) -> dict[str, Any]:
+        """The parameters of ``submitit.SlurmExecutor.update_parameters`` (``time`` defaults to 60 minutes)."""
+        parameters = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        parameters.setdefault("time", 60)
+        return parameters
+
+
+FIELDS = tuple(f.name for f in fields(SlurmOptions))
+_TYPES = {"partition": str, "account": str, "qos": str, "mem": str, "time": int, "gpus_per_task": int,
+          "cpus_per_task": int, "array_parallelism": int}
+
+
+def grid_options(block: dict[str, Any]) -> SlurmOptions:
+    """The grid's ``executor:`` block, checked.
+
+    Raises:
+        GridError: an unknown field, or a value of the wrong type or sign, naming ``executor.<field>``.
+    """
+    for name, value in block.items():
+        if name not in FIELDS:
+            raise GridError(f"executor: unknown field {name!r}; allowed: {', '.join(FIELDS)}.")
+        kind = _TYPES[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise GridError(f"executor.{name} = {value!r}: expected {'an integer' if kind is int else 'a string'}.")
+    options = SlurmOptions(**block)
+    check_options(options, "executor.")
+    return options
+
+
+def check_options(options: SlurmOptions, prefix: str) -> None:
+    """Refuse non-positive counts and times, naming ``<prefix><field>`` (``executor.`` or ``--slurm.``).
+
+    Raises:
+        ConfigError: naming the field.
+    """
+    for name in ("time", "gpus_per_task", "cpus_per_task", "array_parallelism"):
+        value = getattr(options, name)
+        if value is not None and value < (0 if name == "gpus_per_task" else 1):
+            allowed = "0 or more" if name == "gpus_per_task" else "a positive integer"
+            raise ConfigError(f"{prefix}{name} = {value!r}: {allowed}.")
+
+
+def resolve_executor(kind: str, grid_block: dict[str, Any], cli: SlurmOptions | None) -> SlurmOptions | None:
+    """Check the executor choice and its settings before anything is written or submitted.
+
+    Args:
+        kind: ``local`` or ``slurm``.
+        grid_block: the grid's ``executor:`` block.
+        cli: the command line's ``--slurm.*`` settings (they win over the grid's).
+
+    Returns:
+        The merged settings for ``slurm``; ``None`` for ``local``.
+
+    Raises:
+        ConfigError: an unknown executor, a bad field, submitit missing, or no ``sbatch`` on this machine.
+    """
+    if kind not in ("local", "slurm"):
+        raise ConfigError(f"executor = {kind!r}: one of local, slurm.")
+    options = grid_options(grid_block)  # checked even for local: a typo in the grid is a typo
+    if cli is not None:
+        check_options(cli, "--slurm.")
+        options = options.merged(cli)
+    if kind == "local":
+        return None
+    if importlib.util.find_spec("submitit") is None:
+        raise ConfigError("executor = 'slurm' needs submitit: pip install 'tapa-lab[cluster]' "
+                          "(or run the grid here with --executor local).")
+    if shutil.which("sbatch") is None:
+        raise ConfigError("executor = 'slurm': `sbatch` is not on PATH (not a SLURM login node?); "
+                          "run the grid on this machine with --executor local.")
+    return options

@@ -1,0 +1,179 @@
+"""The cluster executor: bad settings are one line before anything is submitted; the SLURM submission carries the
+grid's settings (checked without a cluster); cells run as submitit tasks (DebugExecutor in-process, LocalExecutor in
+real subprocesses), a failing cell is reported by ``status``, and a rerun submits only what is missing or failed."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+import yaml
+from grid_cases import EXPERIMENTS, minimal_grid
+from rich.console import Console
+from submitit.slurm import slurm as submitit_slurm
+
+from tapa_lab.ablation import runner
+from tapa_lab.ablation.cluster import SLURM_FIT_ARGS, ClusterLauncher, slurm_executor
+from tapa_lab.ablation.command import status_grid
+from tapa_lab.ablation.executor import SlurmOptions, grid_options, resolve_executor
+from tapa_lab.ablation.expand import expand
+from tapa_lab.ablation.layout import LOCK_FILE, LOG_FILE, SUBMISSION_FILE, cell_dir, last_checkpoint, run_dir
+from tapa_lab.ablation.loader import load_grid
+from tapa_lab.ablation.results import load_rows
+from tapa_lab.ablation.runner import prepare_folder, run_cells
+from tapa_lab.ablation.spec import GridError
+from tapa_lab.ablation.status import grid_status
+from tapa_lab.errors import ConfigError
+
+
+@pytest.mark.parametrize("block,cli,message", [
+    ({"partion": "gpu"}, None, "executor: unknown field 'partion'; allowed: partition, account"),
+    ({"array_parallelism": -2}, None, "executor.array_parallelism = -2: a positive integer"),
+    ({}, SlurmOptions(array_parallelism=-1), "--slurm.array_parallelism = -1: a positive integer"),
+    ({"time": "1:00:00"}, None, "executor.time = '1:00:00': expected an integer"),
+])
+def test_bad_executor_settings_are_one_line_naming_the_field(block, cli, message):
+    with pytest.raises((GridError, ConfigError)) as error:
+        resolve_executor("slurm", block, cli)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("path", sorted((EXPERIMENTS / "ablations").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_executor_blocks_are_valid(path):
+    options = grid_options(load_grid(path).executor)
+    if path.stem == "lr-sweep-gpu":
+        assert (options.partition, options.gpus_per_task, options.array_parallelism) == ("gpu", 1, 9)
+
+
+def test_slurm_without_sbatch_points_to_the_local_executor(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(ConfigError, match="`sbatch` is not on PATH.*--executor local"):
+        resolve_executor("slurm", {"partition": "gpu"}, None)
+    assert resolve_executor("local", {"partition": "gpu"}, None) is None  # local ignores the cluster settings
+
+
+def test_slurm_submission_carries_the_grid_settings_with_the_command_line_winning(tmp_path, monkeypatch):
+    monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: f"/usr/bin/{name}")  # srun "exists"
+    monkeypatch.setattr("tapa_lab.ablation.executor.shutil.which", lambda name: f"/usr/bin/{name}")
+    block = {"partition": "gpu", "account": "lab", "qos": "normal", "time": 240, "gpus_per_task": 1,
+             "cpus_per_task": 8, "mem": "64G", "array_parallelism": 4}
+    options = resolve_executor("slurm", block, SlurmOptions(qos="high", array_parallelism=2))
+    executor = slurm_executor(tmp_path, options)
+    assert executor.parameters == {"job_name": "tapa-lab", "partition": "gpu", "account": "lab", "qos": "high",
+                                   "time": 240, "gpus_per_task": 1, "cpus_per_task": 8, "mem": "64G",
+                                   "array_parallelism": 2}
+    script = submitit_slurm._make_sbatch_string(command="python -m submitit.core._submit", folder=tmp_path,
+                                                map_count=6, **executor.parameters)
+    for flag in ("--partition=gpu", "--account=lab", "--qos=high", "--time=240", "--gpus-per-task=1",
+                 "--cpus-per-task=8", "--mem=64G", "--array=0-5%2", "--job-name=tapa-lab", "--signal=USR2@90"):
+        assert f"#SBATCH {flag}\n" in script, flag
+
+
+def fake_training(fail_level: str):
+    """A ``lab_process`` stand-in: records the command like the real one, writes a checkpoint and metrics, or fails
+    for the cells of ``fail_level``."""
+
+    def lab_process(args: list[str], log: Path, threads: int, lock=None) -> int:
+        out, cell_id = log.parents[2], log.parent.name
+        with log.open("a") as stream:
+            stream.write(f"$ tapa-lab {' '.join(args)}\n")
+            if fail_level in json.loads((log.parent / "cell.json").read_text())["levels"].values():
+                stream.write("ValueError: data.seq_len = 100000 is longer than the corpus\n")
+                return 1
+        last_checkpoint(out, cell_id).parent.mkdir(parents=True, exist_ok=True)
+        last_checkpoint(out, cell_id).write_bytes(b"checkpoint")
+        line = {"step": 5, "epoch": 0, "train/loss": 3.5, "val/loss": 3.25}
+        (run_dir(out, cell_id) / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+        return 0
+
+    return lab_process
+
+
+def status_text(out: Path, capsys, monkeypatch) -> str:
+    monkeypatch.setenv("COLUMNS", "300")  # one table row per line
+    capsys.readouterr()
+    status_grid(str(out))
+    return capsys.readouterr().out
+
+
+def test_debug_executor_submit_and_leave_then_rerun_submits_only_what_is_missing(write_grid, tmp_path, monkeypatch,
+                                                                               capsys):
+    monkeypatch.setattr(runner, "lab_process", fake_training("nope"))
+    grid = load_grid(write_grid(minimal_grid(seeds=[1])))
+    out = tmp_path / "out"
+    cells = expand(grid, out)
+    prepare_folder(grid, cells, out)
+    console = Console(file=io.StringIO())
+
+    def launch(wait: bool) -> list:
+        executor = submitit.DebugExecutor(out / "submitit")
+        return run_cells(grid, cells, out, console=console, evaluate=False,
+                         launcher=ClusterLauncher(executor, out, 1, wait, console))
+
+    assert {r.status for r in launch(wait=False)} == {"pending"}  # queued: nothing ran
+    text = status_text(out, capsys, monkeypatch)
+    assert text.count("queued") >= 2 and "done" not in text
+    results = {r.cell_id: r for r in launch(wait=True)}  # nothing alive holds the cells: submitted again, run
+    by_level = {row.levels["pe"]: row for row in load_rows(out)}
+    assert by_level["rope"].result.status == "finished" and by_level["rope"].metrics["val/loss"] == 3.25
+    assert by_level["nope"].result.status == "failed" and "data.seq_len" in by_level["nope"].result.error
+    assert results[by_level["rope"].cell_id].status == "finished"
+    text = status_text(out, capsys, monkeypatch)
+    assert "done" in text and "failed" in text and "longer than the corpus" in text
+    launch(wait=True)  # a rerun: the finished cell is left alone, the failed one is submitted again
+    submissions = {level: json.loads((cell_dir(out, row.cell_id) / SUBMISSION_FILE).read_text())["submissions"]
+                   for level, row in by_level.items()}
+    assert submissions == {"rope": 2, "nope": 3}
+    fits = (cell_dir(out, by_level["rope"].cell_id) / LOG_FILE).read_text().count("$ tapa-lab fit")
+    assert fits == 1  # trained once
+    assert all((cell_dir(out, row.cell_id) / "submitit.out").is_symlink() for row in by_level.values())
+
+
+@pytest.mark.slow
+def test_local_executor_requeues_an_interrupted_cell_which_resumes_and_reports_the_failing_one(tmp_path, monkeypatch,
+                                                                                              capsys):
+    levels = {"nope": {"config": [str(EXPERIMENTS / "posenc" / "nope.yaml")]},
+              "broken": {"config": [str(EXPERIMENTS / "posenc" / "nope.yaml")], "set": {"data.seq_len": 100000}}}
+    spec = minimal_grid(seeds=[1], axes={"pe": {"levels": levels}})
+    spec["set"].update({"trainer.max_steps": 20, "trainer.val_check_interval": 5, "trainer.limit_val_batches": 1})
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    grid = load_grid(tmp_path / "grid.yaml")
+    out = tmp_path / "out"
+    cells = expand(grid, out)
+    prepare_folder(grid, cells, out)
+    console = Console(file=io.StringIO())
+    executor = submitit.LocalExecutor(out / "submitit")
+    executor.update_parameters(timeout_min=60)  # no time-out: the interruption below is a preemption
+    launcher = ClusterLauncher(executor, out, 1, True, console)
+    grid_run = threading.Thread(target=run_cells, args=(grid, cells, out), daemon=True,
+                                kwargs={"console": console, "evaluate": False, "launcher": launcher})
+    grid_run.start()
+    nope = next(cell for cell in cells if cell.levels["pe"] == "nope")
+    deadline = time.monotonic() + 300
+    while not last_checkpoint(out, nope.cell_id).is_file():
+        assert time.monotonic() < deadline, "the cell never wrote a checkpoint"
+        time.sleep(0.2)
+    task = json.loads((cell_dir(out, nope.cell_id) / LOCK_FILE).read_text())["pid"]  # the submitit task
+    os.kill(task, signal.SIGUSR2)  # what SLURM sends before a time-out or preemption
+    grid_run.join(600)
+    assert not grid_run.is_alive()
+    rows = {row.levels["pe"]: row for row in load_rows(out)}
+    fits = [line for line in (cell_dir(out, nope.cell_id) / LOG_FILE).read_text().splitlines()
+            if line.startswith("$ tapa-lab fit")]
+    assert len(fits) == 2 and "--ckpt_path last" in fits[1]  # requeued by submitit, resumed from last.ckpt
+    assert SLURM_FIT_ARGS[0] not in fits[0]  # Lightning's SLURM plugin only inside SLURM
+    assert rows["nope"].result.status == "finished" and rows["nope"].metrics["steps"] == 20
+    assert rows["broken"].result.status == "failed" and "data.seq_len" in rows["broken"].result.error
+    status = {s.row.levels["pe"]: s for s in grid_status(out)}
+    assert (status["nope"].state, status["nope"].retried) == ("done", 1)
+    assert status["broken"].state == "failed" and "data.seq_len" in status["broken"].note
+    text = status_text(out, capsys, monkeypatch)
+    assert "1 done, 1 failed" in text
