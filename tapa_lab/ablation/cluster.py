@@ -9,12 +9,19 @@ cleanup stops the ``fit`` child (SIGTERM, then SIGKILL), and the requeued task r
 ``last.ckpt``. Lightning's own SLURM requeue is switched off in every cell's ``fit`` (``SLURMEnvironment(
 auto_requeue=False)``), so one requeue never becomes two. Preemption goes the same way.
 
+A cell whose ``trainer.num_nodes`` x ``trainer.devices`` is more than one device trains as one job of that many
+tasks (``--nodes``, ``--ntasks-per-node`` = devices, ``--gpus-per-node`` = devices on GPU; a job array per layout),
+which submitit starts with ``srun``. Every task runs the cell's ``fit`` with SLURM's rank variables (and
+``LOCAL_RANK``), so Lightning's ``SLURMEnvironment`` joins them into one run; task 0 owns the cell (lock, log, result,
+requeue), the others only train (``log.rank<k>.txt``).
+
 What each cell was submitted as is in ``cells/<id>/submission.json``; ``cells/<id>/submitit.out`` and
 ``submitit.err`` link to the task's submitit logs (the training output itself is in ``log.txt``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from datetime import datetime, timezone
@@ -26,17 +33,21 @@ from rich.console import Console
 from rich.markup import escape
 from submitit.helpers import Checkpointable
 
-from tapa_lab.ablation.executor import SlurmOptions
+from tapa_lab.ablation.executor import SlurmOptions, TaskLayout, task_layout
 from tapa_lab.ablation.expand import Cell
 from tapa_lab.ablation.layout import (
+    CONFIG_FILE,
     EVALUATED_MARKER,
+    RANK_LOG,
     RESULT_FILE,
     SUBMISSION_FILE,
     SUBMITIT_LOGS,
+    TRAINED_MARKER,
     cell_dir,
+    last_checkpoint,
     write_atomic,
 )
-from tapa_lab.ablation.process import lock_held
+from tapa_lab.ablation.process import lab_process, lock_held
 from tapa_lab.ablation.results import CellResult, read_result
 from tapa_lab.ablation.runner import Phase, run_phase
 
@@ -51,16 +62,61 @@ class CellTask(Checkpointable):
     """One phase of one cell as a submitit task. Requeued after a time-out or preemption (submitit calls the
     inherited :meth:`checkpoint`, which resubmits this same task), it resumes the cell from its ``last.ckpt``."""
 
-    def __init__(self, phase: Phase, cell: Cell, out_dir: Path, threads: int):
+    def __init__(self, phase: Phase, cell: Cell, out_dir: Path, threads: int, layout: TaskLayout = TaskLayout()):
         self.phase = phase
         self.cell = cell
         self.out_dir = out_dir
         self.threads = threads
+        self.layout = layout
 
     def __call__(self) -> str:
-        """Run the phase; the cell's ``result.json`` holds the outcome, which is also returned (its status)."""
+        """Run the phase; the cell's ``result.json`` holds the outcome, which is also returned (its status). In a
+        multi-task job, task 0 does so and every other task runs the same ``fit`` (:func:`follow_training`)."""
         fit_args = SLURM_FIT_ARGS if "SLURM_JOB_ID" in os.environ else ()
+        if self.layout.tasks > 1:
+            environment = submitit.JobEnvironment()
+            os.environ["LOCAL_RANK"] = str(environment.local_rank)  # the fit's per-node work runs on local rank 0
+            if environment.global_rank > 0:
+                return follow_training(self.cell, self.out_dir, self.threads, fit_args, environment.global_rank)
         return run_phase(self.phase, self.cell, self.out_dir, self.threads, {}, fit_args).status
+
+
+def follow_training(cell: Cell, out_dir: Path, threads: int, fit_args: tuple[str, ...], rank: int) -> str:
+    """Task ``rank`` > 0 of a multi-task cell: the ``fit`` task 0 runs (same config, resumed from ``last.ckpt`` when
+    there is one), which joins task 0's process group; nothing when task 0 will not train either.
+
+    Returns:
+        ``finished``, ``skipped``, or ``exit code <n>``.
+    """
+    folder = cell_dir(out_dir, cell.cell_id)
+    previous = read_result(out_dir, cell.cell_id)
+    parent = read_result(out_dir, cell.init_from) if cell.init_from is not None else None
+    if ((previous is not None and previous.status in ("finished", "diverged")) or (folder / TRAINED_MARKER).is_file()
+            or (cell.init_from is not None and (parent is None or parent.status != "finished"))):
+        return "skipped"
+    command = ["fit", "--config", str(folder / CONFIG_FILE), *fit_args]
+    if last_checkpoint(out_dir, cell.cell_id).is_file():
+        command += ["--ckpt_path", "last"]
+    code = lab_process(command, folder / RANK_LOG.format(rank=rank), threads)
+    return "finished" if code == 0 else f"exit code {code}"
+
+
+def with_layout(executor: submitit.Executor, layout: TaskLayout) -> submitit.Executor:
+    """``executor`` itself for a one-task layout; else a copy asking for the layout's nodes, tasks per node (one per
+    device) and, on GPU, GPUs per node (every task sees its node's GPUs; Lightning picks one by local rank)."""
+    if layout.tasks == 1:
+        return executor
+    executor = copy.deepcopy(executor)
+    if isinstance(executor, submitit.SlurmExecutor):
+        parameters: dict[str, Any] = {"nodes": layout.nodes, "ntasks_per_node": layout.tasks_per_node}
+        if layout.gpu:
+            parameters.update(gpus_per_node=layout.tasks_per_node, gpus_per_task=None)
+    else:  # submitit's LocalExecutor (one node) or DebugExecutor
+        parameters = {"nodes": layout.nodes, "tasks_per_node": layout.tasks_per_node}
+        if layout.gpu:
+            parameters["gpus_per_node"] = layout.tasks_per_node
+    executor.update_parameters(**parameters)
+    return executor
 
 
 def slurm_executor(folder: Path, options: SlurmOptions) -> submitit.SlurmExecutor:
@@ -103,8 +159,15 @@ class ClusterLauncher:
                 results[cell.cell_id] = previous if done else CellResult(cell.cell_id, "pending", reason)
         if not todo:
             return
-        tasks = [CellTask(phase, cell, self.out_dir, self.threads) for cell in todo]
-        jobs = self.executor.submit_array(tasks)
+        layouts = {cell.cell_id: task_layout(cell.config["trainer"]) if phase == "train" else TaskLayout()
+                   for cell in todo}
+        submitted_jobs: dict[str, submitit.Job] = {}
+        for layout in dict.fromkeys(layouts.values()):  # one job array per layout
+            group = [cell for cell in todo if layouts[cell.cell_id] == layout]
+            tasks = [CellTask(phase, cell, self.out_dir, self.threads, layout) for cell in group]
+            submitted_jobs.update(zip((c.cell_id for c in group), with_layout(self.executor, layout).submit_array(
+                tasks), strict=True))
+        jobs = [submitted_jobs[cell.cell_id] for cell in todo]
         submitted = datetime.now(timezone.utc).timestamp()
         for cell, job in zip(todo, jobs, strict=True):
             record_submission(self.out_dir, cell.cell_id, phase, job, submitted)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tapa_lab.ablation.executor import SlurmOptions, resolve_executor
+from tapa_lab.ablation.executor import SlurmOptions, check_layouts, resolve_executor
 from tapa_lab.ablation.expand import expand
 from tapa_lab.ablation.layout import SUBMITIT_DIR
 from tapa_lab.ablation.loader import load_grid
@@ -57,6 +57,7 @@ def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, 
     console.print(table)
     if dry_run:
         return
+    check_layouts(executor, {cell.cell_id: cell.config["trainer"] for cell in cells})
     prepare_folder(spec, cells, folder)
     workers = workers or spec.workers
     launcher: Launcher | None = None

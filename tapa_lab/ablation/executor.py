@@ -3,6 +3,9 @@ through submitit), and the cluster settings of the ``slurm`` executor.
 
 The settings come from the grid's ``executor:`` block, overridden field by field on the command line
 (``--slurm.partition gpu``). Every check runs before anything is submitted; a bad value is one line naming the field.
+
+A cell's own ``trainer.num_nodes`` and ``trainer.devices`` decide how many SLURM tasks its training runs as
+(:func:`task_layout`): Lightning's convention, one task per device, ``nodes x devices`` tasks in all.
 This module imports no submitit (the optional ``cluster`` extra); :mod:`tapa_lab.ablation.cluster` does.
 """
 
@@ -52,6 +55,65 @@ class SlurmOptions:
         parameters = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
         parameters.setdefault("time", 60)
         return parameters
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    """The SLURM tasks of one cell's training: ``nodes`` x ``tasks_per_node`` (one task per device), each node
+    with ``tasks_per_node`` GPUs when ``gpu``."""
+
+    nodes: int = 1
+    tasks_per_node: int = 1
+    gpu: bool = False
+
+    @property
+    def tasks(self) -> int:
+        """All tasks of the job (Lightning's world size)."""
+        return self.nodes * self.tasks_per_node
+
+
+def task_layout(trainer: dict[str, Any], where: str = "") -> TaskLayout:
+    """The tasks a cell's ``trainer`` section asks for: ``trainer.num_nodes`` nodes of ``trainer.devices`` tasks.
+
+    ``devices`` as ``auto`` or ``-1`` on one node is one task (the run picks its devices, as before).
+
+    Args:
+        trainer: the cell's resolved ``trainer`` section.
+        where: appended to the field in a message (e.g. `` (cell 1a2b3c4d5e6f)``).
+
+    Raises:
+        ConfigError: a multi-node cell whose ``trainer.devices`` is not a count (or list) of devices.
+    """
+    nodes = int(trainer.get("num_nodes") or 1)
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, list):
+        count = len(devices)
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
+        count = int(devices)
+    else:
+        count = 0
+    if nodes > 1 and count < 1:
+        raise ConfigError(f"trainer.devices = {devices!r}{where}: a multi-node cell (trainer.num_nodes = {nodes}) "
+                          "needs the devices per node as a positive integer (one SLURM task each).")
+    return TaskLayout(nodes, max(count, 1), str(trainer.get("accelerator")) in ("gpu", "cuda"))
+
+
+def check_layouts(kind: ExecutorKind, trainers: dict[str, dict[str, Any]]) -> None:
+    """Check every cell's task layout for the executor before anything runs.
+
+    Args:
+        kind: ``local`` or ``slurm``.
+        trainers: each cell's ``trainer`` section, by cell id.
+
+    Raises:
+        ConfigError: a bad multi-node layout, or a multi-node cell for the local executor (naming
+            ``trainer.num_nodes`` and ``--executor slurm``).
+    """
+    for cell_id, trainer in trainers.items():
+        layout = task_layout(trainer, f" (cell {cell_id})")
+        if kind == "local" and layout.nodes > 1:
+            raise ConfigError(f"trainer.num_nodes = {layout.nodes} (cell {cell_id}): the local executor runs on this "
+                              "machine only; run multi-node cells with --executor slurm.")
 
 
 FIELDS = tuple(f.name for f in fields(SlurmOptions))

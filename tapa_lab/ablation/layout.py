@@ -8,7 +8,7 @@ Layout (``checkpoints/ablations/<grid name>/`` by default)::
     cells/<cell id>/config.yaml  the cell's resolved config: `tapa-lab fit --config <it>` trains the cell
     cells/<cell id>/cell.json    stage, levels, seed, parent cell (a CellInfo)
     cells/<cell id>/run/         the Lightning run folder (events, checkpoints/last.ckpt, run_record_*.json, eval/)
-    cells/<cell id>/log.txt      the processes' output
+    cells/<cell id>/log.txt      the processes' output (``log.rank<k>.txt``: task k > 0 of a multi-task cell)
     cells/<cell id>/lock         held (fcntl) by the process training or evaluating the cell; holds its pid
     cells/<cell id>/result.json  status, error, metrics, wall times (see results.CellResult)
     cells/<cell id>/trained      training finished and its last.ckpt exists; ``evaluated`` holds the fingerprint of
@@ -39,6 +39,7 @@ RUN_DIR = "run"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 LOG_FILE = "log.txt"
+RANK_LOG = "log.rank{rank}.txt"
 LOCK_FILE = "lock"
 RESULT_FILE = "result.json"
 TRAINED_MARKER = "trained"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -52,6 +53,8 @@ from tapa_lab.ablation.spec import Grid
 from tapa_lab.lit.metrics_file import read_metrics
 
 TRAINING_SCALARS = ("train/loss", "val/loss", "val/perplexity")
+#: Validation losses at several lengths (``data.val_multiples``): ``val/loss@4x`` and so on.
+VAL_AT_LENGTH = re.compile(r"val/loss@\d+x")
 
 
 def prepare_folder(grid: Grid, cells: list[Cell], out_dir: Path) -> None:
@@ -280,14 +283,18 @@ def _evaluate_owned(cell: Cell, out_dir: Path, threads: int, trained: CellResult
 
 
 def training_metrics(run: Path) -> dict[str, float]:
-    """Last ``train/loss``, last and best ``val/loss``, last ``val/perplexity`` and the steps trained, from the run's
-    ``metrics.jsonl`` (whatever logger the run used; a resumed run's file matches the checkpoint it continued)."""
-    series = read_metrics(run, TRAINING_SCALARS)
-    metrics = {tag: values[max(values)] for tag, values in series.items() if values}
-    if series["val/loss"]:
-        metrics["val/loss_best"] = min(series["val/loss"].values())
-    if series["train/loss"]:
-        metrics["steps"] = float(max(series["train/loss"]) + 1)
+    """Last ``train/loss``, last and best ``val/loss`` (and of each ``val/loss@<m>x`` of ``data.val_multiples``), last
+    ``val/perplexity`` and the steps trained, from the run's ``metrics.jsonl`` (whatever logger the run used; a resumed
+    run's file matches the checkpoint it continued)."""
+    series = read_metrics(run)
+    kept = {tag: values for tag, values in series.items()
+            if values and (tag in TRAINING_SCALARS or VAL_AT_LENGTH.fullmatch(tag))}
+    metrics = {tag: values[max(values)] for tag, values in kept.items()}
+    for tag, values in kept.items():
+        if tag.startswith("val/loss"):
+            metrics[f"{tag}_best"] = min(values.values())
+    if kept.get("train/loss"):
+        metrics["steps"] = float(max(kept["train/loss"]) + 1)
     return metrics
 
 

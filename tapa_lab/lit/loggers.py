@@ -15,6 +15,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
@@ -89,6 +90,21 @@ def name_external_run(logger: Namespace, run_dir: Path) -> None:
         logger.init_args[key] = f"{run_dir.parent.name}/{run_dir.name}"
 
 
+def reads_back_as_text(value: object) -> bool:
+    """Whether a string written unquoted into a YAML config is read back as the same string.
+
+    jsonargparse reads ``13139e899592`` (a hexadecimal cell id) as the float ``inf`` and ``2024`` as an int, and then
+    refuses them where a string is expected, so a saved config holding such a logger name could not be passed back.
+    """
+    if not isinstance(value, str):
+        return value is None
+    try:
+        float(value)
+        return False
+    except ValueError:
+        return isinstance(yaml.safe_load(value), str)
+
+
 class RunConfigSaver(SaveConfigCallback):
     """Saves ``config.yaml`` into the run folder (``run_dir``) whatever the logger; Lightning's saves to ``log_dir``.
 
@@ -104,6 +120,8 @@ class RunConfigSaver(SaveConfigCallback):
             config = self.config.clone()
             for logger in folder_loggers(logger_configs(config)):
                 logger.init_args.version = None
+                if not reads_back_as_text(logger.init_args.get("name")):
+                    logger.init_args.name = None  # run_dir pins the folder; removing it starts <PE class>/version_n
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             self.parser.save(config, str(Path(run_dir) / self.config_filename), skip_none=False, overwrite=True,
                              multifile=self.multifile)

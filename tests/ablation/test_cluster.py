@@ -1,6 +1,8 @@
 """The cluster executor: bad settings are one line before anything is submitted; the SLURM submission carries the
 grid's settings (checked without a cluster); cells run as submitit tasks (DebugExecutor in-process, LocalExecutor in
-real subprocesses), a failing cell is reported by ``status``, and a rerun submits only what is missing or failed."""
+real subprocesses), a failing cell is reported by ``status``, a rerun submits only what is missing or failed, and a
+cell interrupted and requeued ends bit-identical to an uninterrupted run; a multi-node cell is one job of a task per
+device started by srun, and the local executor refuses it."""
 
 from __future__ import annotations
 
@@ -14,23 +16,34 @@ from pathlib import Path
 
 import pytest
 import submitit
+import torch
 import yaml
-from grid_cases import EXPERIMENTS, minimal_grid
+from grid_cases import EXPERIMENTS, FIXTURE_SET, minimal_grid
 from rich.console import Console
 from submitit.slurm import slurm as submitit_slurm
 
-from tapa_lab.ablation import runner
-from tapa_lab.ablation.cluster import SLURM_FIT_ARGS, ClusterLauncher, slurm_executor
-from tapa_lab.ablation.command import status_grid
-from tapa_lab.ablation.executor import SlurmOptions, grid_options, resolve_executor
-from tapa_lab.ablation.expand import expand
-from tapa_lab.ablation.layout import LOCK_FILE, LOG_FILE, SUBMISSION_FILE, cell_dir, last_checkpoint, run_dir
+from tapa_lab.ablation import cluster, runner
+from tapa_lab.ablation.cluster import SLURM_FIT_ARGS, CellTask, ClusterLauncher, slurm_executor, with_layout
+from tapa_lab.ablation.command import run_grid, status_grid
+from tapa_lab.ablation.executor import SlurmOptions, TaskLayout, grid_options, resolve_executor, task_layout
+from tapa_lab.ablation.expand import Cell, expand
+from tapa_lab.ablation.layout import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    SUBMISSION_FILE,
+    cell_dir,
+    last_checkpoint,
+    run_dir,
+)
 from tapa_lab.ablation.loader import load_grid
-from tapa_lab.ablation.results import load_rows
+from tapa_lab.ablation.process import lab_process
+from tapa_lab.ablation.results import CellResult, load_rows
 from tapa_lab.ablation.runner import prepare_folder, run_cells
 from tapa_lab.ablation.spec import GridError
 from tapa_lab.ablation.status import grid_status
 from tapa_lab.errors import ConfigError
+from tapa_lab.lit.metrics_file import read_metrics
 
 
 @pytest.mark.parametrize("block,cli,message", [
@@ -163,6 +176,11 @@ def test_local_executor_requeues_an_interrupted_cell_which_resumes_and_reports_t
         time.sleep(0.2)
     task = json.loads((cell_dir(out, nope.cell_id) / LOCK_FILE).read_text())["pid"]  # the submitit task
     os.kill(task, signal.SIGUSR2)  # what SLURM sends before a time-out or preemption
+    while _running(task):
+        assert time.monotonic() < deadline, "the interrupted task never exited"
+        time.sleep(0.05)
+    interrupted_at = torch.load(last_checkpoint(out, nope.cell_id), weights_only=False)["global_step"]
+    assert 1 <= interrupted_at < 20  # the requeued task has not trained yet: this is where it resumes
     grid_run.join(600)
     assert not grid_run.is_alive()
     rows = {row.levels["pe"]: row for row in load_rows(out)}
@@ -177,3 +195,106 @@ def test_local_executor_requeues_an_interrupted_cell_which_resumes_and_reports_t
     assert status["broken"].state == "failed" and "data.seq_len" in status["broken"].note
     text = status_text(out, capsys, monkeypatch)
     assert "1 done, 1 failed" in text
+
+    # exact resume: the requeued cell ends where the same config trained without interruption ends
+    reference = tmp_path / "uninterrupted"
+    config = cell_dir(out, nope.cell_id) / CONFIG_FILE
+    assert lab_process(["fit", "--config", str(config), "--run_dir", str(reference)], tmp_path / "ref.log", 1) == 0
+    resumed = run_dir(out, nope.cell_id)
+    assert (resumed / "config.resume-1.yaml").is_file()  # the second training continued the same run folder
+    for tag in ("train/loss", "val/loss"):
+        series, expected = read_metrics(resumed, [tag])[tag], read_metrics(reference, [tag])[tag]
+        assert series == expected and max(series) == 19, tag  # every step, the final one included
+    weights = [torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+               for run in (resumed, reference)]
+    assert weights[0]["global_step"] == weights[1]["global_step"] == 20
+    assert weights[0]["state_dict"].keys() == weights[1]["state_dict"].keys()
+    assert all(torch.equal(weights[0]["state_dict"][name], weights[1]["state_dict"][name])
+               for name in weights[1]["state_dict"])
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_multi_node_cell_is_one_job_of_a_task_per_device_started_by_srun(tmp_path, monkeypatch):
+    monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("tapa_lab.ablation.executor.shutil.which", lambda name: f"/usr/bin/{name}")
+    grid = load_grid(EXPERIMENTS / "ablations" / "ddp-2node-gpu.yaml")
+    cells = expand(grid, tmp_path / "out")
+    assert {task_layout(cell.config["trainer"]) for cell in cells} == {TaskLayout(nodes=2, tasks_per_node=4, gpu=True)}
+    executor = slurm_executor(tmp_path, resolve_executor("slurm", grid.executor, None))
+    multi = with_layout(executor, task_layout(cells[0].config["trainer"]))
+    assert "nodes" not in executor.parameters  # the grid's one-task cells keep their settings
+    script = submitit_slurm._make_sbatch_string(command="python -u -m submitit.core._submit /jobs", folder=tmp_path,
+                                                map_count=len(cells), **multi.parameters)
+    for flag in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8", "--array=0-1%2"):
+        assert f"#SBATCH {flag}\n" in script, flag
+    assert "--gpus-per-task" not in script  # every task sees its node's 4 GPUs; Lightning picks one by local rank
+    (srun,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert srun.startswith("srun --unbuffered --output") and srun.endswith("python -u -m submitit.core._submit /jobs")
+
+
+def test_cells_of_each_task_layout_are_submitted_as_their_own_array(write_grid, tmp_path):
+    submitted = []
+
+    class Recording(submitit.DebugExecutor):
+        def submit_array(self, fns):
+            submitted.append((dict(self.parameters), {task.layout for task in fns}))
+            return super().submit_array(fns)
+
+    grid = load_grid(write_grid(minimal_grid(seeds=[1], set={**FIXTURE_SET, "trainer.devices": 2},
+                                             axes={"nodes": {"key": "trainer.num_nodes", "values": [1, 2]}})))
+    out = tmp_path / "out"
+    cells = expand(grid, out)
+    prepare_folder(grid, cells, out)
+    console = Console(file=io.StringIO())
+    run_cells(grid, cells, out, console=console, evaluate=False,
+              launcher=ClusterLauncher(Recording(out / "submitit"), out, 1, False, console))
+    assert sorted((p.get("nodes"), p.get("tasks_per_node"), layouts) for p, layouts in submitted) == [
+        (1, 2, {TaskLayout(1, 2)}), (2, 2, {TaskLayout(2, 2)})]
+
+
+def test_the_local_executor_refuses_a_multi_node_cell_in_one_line(write_grid, tmp_path, capsys):
+    path = write_grid(minimal_grid(seeds=[1], set={**FIXTURE_SET, "trainer.num_nodes": 2, "trainer.devices": 1}))
+    with pytest.raises(ConfigError) as error:
+        run_grid(str(path), out_dir=str(tmp_path / "out"))
+    message = str(error.value)
+    assert "trainer.num_nodes = 2" in message and "--executor slurm" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+class FakeEnvironment:
+    def __init__(self, rank: int):
+        self.global_rank = self.local_rank = rank
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_task_0_of_a_multi_task_cell_owns_it_and_the_others_run_the_same_fit(rank, tmp_path, monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)  # restored after the test
+    monkeypatch.setattr(cluster.submitit, "JobEnvironment", lambda: FakeEnvironment(rank))
+    owned, followed = [], []
+    monkeypatch.setattr(cluster, "run_phase", lambda *args: owned.append(args) or CellResult("c", "finished"))
+    monkeypatch.setattr(cluster, "lab_process", lambda args, log, threads: followed.append((args, log.name)) or 0)
+    cell = runner_cell()
+    cell_dir(tmp_path, cell.cell_id).mkdir(parents=True)
+    last_checkpoint(tmp_path, cell.cell_id).parent.mkdir(parents=True)
+    last_checkpoint(tmp_path, cell.cell_id).write_bytes(b"checkpoint")
+    task = CellTask("train", cell, tmp_path, 1, TaskLayout(nodes=2, tasks_per_node=1))
+    assert task() == "finished" and os.environ["LOCAL_RANK"] == str(rank)
+    if rank == 0:
+        assert len(owned) == 1 and not followed
+        return
+    assert not owned and followed == [(["fit", "--config", str(cell_dir(tmp_path, cell.cell_id) / CONFIG_FILE),
+                                        "--ckpt_path", "last"], "log.rank1.txt")]
+    CellResult(cell.cell_id, "finished").write(cell_dir(tmp_path, cell.cell_id))
+    assert task() == "skipped" and len(followed) == 1  # task 0 will not train a finished cell: neither does this one
+
+
+def runner_cell() -> Cell:
+    return Cell(cell_id="c0ffee000000", stage="train", levels={"pe": "rope"}, seed=1, init_from=None,
+                config={"trainer": {}}, evaluation=None)

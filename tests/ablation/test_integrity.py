@@ -24,6 +24,9 @@ from tapa_lab.ablation.layout import LOCK_FILE, TRAINED_MARKER, cell_dir, last_c
 from tapa_lab.ablation.process import own_cell
 from tapa_lab.ablation.results import load_rows, read_result
 
+#: Steps of the killed cell: enough that the runner is killed mid-training even on an idle machine.
+STEPS = 300
+
 
 def fake_cell(cell_id: str = "c0ffee000000") -> Cell:
     return Cell(cell_id=cell_id, stage="train", levels={"pe": "rope"}, seed=1, init_from=None,
@@ -94,7 +97,7 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 def test_kill_9_of_the_runner_kills_its_child_and_the_rerun_resumes_each_cell_once(tmp_path, monkeypatch):
     grid = minimal_grid(seeds=[1], axes={"pe": {"levels": {"nope": {"config": [str(EXPERIMENTS / "posenc" /
                                                                                   "nope.yaml")]}}}})
-    grid["set"].update({"trainer.max_steps": 20, "trainer.val_check_interval": 5, "trainer.limit_val_batches": 1})
+    grid["set"].update({"trainer.max_steps": STEPS, "trainer.val_check_interval": 5, "trainer.limit_val_batches": 1})
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     out = tmp_path / "out"
@@ -115,7 +118,7 @@ def test_kill_9_of_the_runner_kills_its_child_and_the_rerun_resumes_each_cell_on
     with own_cell(folder):
         pass  # nobody owns the cell any more
     steps_at_kill = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
-    assert 0 < steps_at_kill < 20  # killed mid-training
+    assert 0 < steps_at_kill < STEPS  # killed mid-training
 
     monkeypatch.chdir(tmp_path)
     run_grid(str(path), out_dir=str(out), evaluate=False)
@@ -123,7 +126,7 @@ def test_kill_9_of_the_runner_kills_its_child_and_the_rerun_resumes_each_cell_on
     fits = [line for line in (folder / "log.txt").read_text().splitlines() if line.startswith("$ tapa-lab fit")]
     assert len(fits) == 2 and "--ckpt_path last" in fits[1]  # the killed attempt, then one resume
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    assert row.result.status == "finished" and row.metrics["steps"] == state["global_step"] == 20
+    assert row.result.status == "finished" and row.metrics["steps"] == state["global_step"] == STEPS
     best = next(s for k, s in state["callbacks"].items() if k.startswith("ModelCheckpoint"))["best_model_score"]
     assert row.metrics["val/loss_best"] == pytest.approx(float(best))
     assert int((folder / TRAINED_MARKER).read_text()) == os.stat(checkpoint).st_mtime_ns  # written after it

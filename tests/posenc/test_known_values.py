@@ -180,7 +180,7 @@ def test_out_of_range_values_name_the_field(make, field):
 def test_bind_errors_name_the_field():
     with pytest.raises(ConfigError, match="head dim"):
         RoPE().bind(4, 4, 7)  # odd head dim
-    with pytest.raises(ConfigError, match=r"posenc\.theta"):
+    with pytest.raises(ConfigError, match=r"model\.posenc\.init_args\.theta"):
         TAPA(theta=0.1).bind(4, 4, 4)  # Da = round(0.4) = 0
     with pytest.raises(ConfigError, match=r"posenc\.theta"):
         TAPA(theta=0.9).bind(4, 4, 4)  # Dp = 0
