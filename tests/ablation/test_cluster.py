@@ -149,13 +149,18 @@ def test_debug_executor_submit_and_leave_then_rerun_submits_only_what_is_missing
     assert all((cell_dir(out, row.cell_id) / "submitit.out").is_symlink() for row in by_level.values())
 
 
+#: Steps of the interrupted cell: enough that SIGUSR2 lands mid-training even on an idle machine.
+REQUEUE_STEPS = 200
+
+
 @pytest.mark.slow
 def test_local_executor_requeues_an_interrupted_cell_which_resumes_and_reports_the_failing_one(tmp_path, monkeypatch,
                                                                                               capsys):
     levels = {"nope": {"config": [str(EXPERIMENTS / "posenc" / "nope.yaml")]},
               "broken": {"config": [str(EXPERIMENTS / "posenc" / "nope.yaml")], "set": {"data.seq_len": 100000}}}
     spec = minimal_grid(seeds=[1], axes={"pe": {"levels": levels}})
-    spec["set"].update({"trainer.max_steps": 20, "trainer.val_check_interval": 5, "trainer.limit_val_batches": 1})
+    spec["set"].update({"trainer.max_steps": REQUEUE_STEPS, "trainer.val_check_interval": 10,
+                        "trainer.limit_val_batches": 1})
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     grid = load_grid(tmp_path / "grid.yaml")
@@ -180,7 +185,7 @@ def test_local_executor_requeues_an_interrupted_cell_which_resumes_and_reports_t
         assert time.monotonic() < deadline, "the interrupted task never exited"
         time.sleep(0.05)
     interrupted_at = torch.load(last_checkpoint(out, nope.cell_id), weights_only=False)["global_step"]
-    assert 1 <= interrupted_at < 20  # the requeued task has not trained yet: this is where it resumes
+    assert 1 <= interrupted_at < REQUEUE_STEPS  # the requeued task has not trained yet: this is where it resumes
     grid_run.join(600)
     assert not grid_run.is_alive()
     rows = {row.levels["pe"]: row for row in load_rows(out)}
@@ -188,7 +193,7 @@ def test_local_executor_requeues_an_interrupted_cell_which_resumes_and_reports_t
             if line.startswith("$ tapa-lab fit")]
     assert len(fits) == 2 and "--ckpt_path last" in fits[1]  # requeued by submitit, resumed from last.ckpt
     assert SLURM_FIT_ARGS[0] not in fits[0]  # Lightning's SLURM plugin only inside SLURM
-    assert rows["nope"].result.status == "finished" and rows["nope"].metrics["steps"] == 20
+    assert rows["nope"].result.status == "finished" and rows["nope"].metrics["steps"] == REQUEUE_STEPS
     assert rows["broken"].result.status == "failed" and "data.seq_len" in rows["broken"].result.error
     status = {s.row.levels["pe"]: s for s in grid_status(out)}
     assert (status["nope"].state, status["nope"].retried) == ("done", 1)
@@ -204,10 +209,10 @@ def test_local_executor_requeues_an_interrupted_cell_which_resumes_and_reports_t
     assert (resumed / "config.resume-1.yaml").is_file()  # the second training continued the same run folder
     for tag in ("train/loss", "val/loss"):
         series, expected = read_metrics(resumed, [tag])[tag], read_metrics(reference, [tag])[tag]
-        assert series == expected and max(series) == 19, tag  # every step, the final one included
+        assert series == expected and max(series) == REQUEUE_STEPS - 1, tag  # every step, the final one included
     weights = [torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
                for run in (resumed, reference)]
-    assert weights[0]["global_step"] == weights[1]["global_step"] == 20
+    assert weights[0]["global_step"] == weights[1]["global_step"] == REQUEUE_STEPS
     assert weights[0]["state_dict"].keys() == weights[1]["state_dict"].keys()
     assert all(torch.equal(weights[0]["state_dict"][name], weights[1]["state_dict"][name])
                for name in weights[1]["state_dict"])
@@ -275,7 +280,8 @@ class FakeEnvironment:
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_task_0_of_a_multi_task_cell_owns_it_and_the_others_run_the_same_fit(rank, tmp_path, monkeypatch):
-    monkeypatch.delenv("LOCAL_RANK", raising=False)  # restored after the test
+    monkeypatch.setenv("LOCAL_RANK", "0")  # recorded, so the task's own setting is undone after the test
+    monkeypatch.delenv("LOCAL_RANK")
     monkeypatch.setattr(cluster.submitit, "JobEnvironment", lambda: FakeEnvironment(rank))
     owned, followed = [], []
     monkeypatch.setattr(cluster, "run_phase", lambda *args: owned.append(args) or CellResult("c", "finished"))

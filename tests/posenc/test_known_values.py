@@ -182,7 +182,7 @@ def test_bind_errors_name_the_field():
         RoPE().bind(4, 4, 7)  # odd head dim
     with pytest.raises(ConfigError, match=r"model\.posenc\.init_args\.theta"):
         TAPA(theta=0.1).bind(4, 4, 4)  # Da = round(0.4) = 0
-    with pytest.raises(ConfigError, match=r"posenc\.theta"):
+    with pytest.raises(ConfigError, match=r"model\.posenc\.init_args\.theta"):
         TAPA(theta=0.9).bind(4, 4, 4)  # Dp = 0
     with pytest.raises(ConfigError, match=r"n_kv_heads"):
         TAPA().bind(6, 4, 8)
