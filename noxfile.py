@@ -16,9 +16,10 @@ nox.options.reuse_existing_virtualenvs = True  # every session reuses its virtua
 TORCH = os.environ.get("TAPA_LAB_TORCH", "torch==2.13.0")
 
 
-def install(session: nox.Session, extras: str = "dev") -> None:
+def install(session: nox.Session, extras: str = "") -> None:
+    """Torch first (``$TAPA_LAB_TORCH``), then the lab in editable mode with the given extras (none: the core)."""
     session.install(TORCH)
-    session.install("-e", f".[{extras}]")
+    session.install("-e", f".[{extras}]" if extras else ".")
 
 
 @nox.session
@@ -48,8 +49,9 @@ def ablation(session: nox.Session) -> None:
 
     The first arg is the grid (default experiments/ablations/smoke.yaml); the rest go to `tapa-lab ablation run`.
     Rerunning resumes: finished cells are skipped. Regenerate a report alone with `tapa-lab ablation report`.
+    Installs the `cluster` extra, so `--executor slurm` works from a login node.
     """
-    install(session)
+    install(session, "cluster")
     grid, *rest = session.posargs or ["experiments/ablations/smoke.yaml"]
     session.run("tapa-lab", "ablation", "run", "--grid", grid, *rest)
 
@@ -57,6 +59,6 @@ def ablation(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks: training throughput per PE (CPU or GPU) and the attention kernels (GPU). Args go to both."""
-    install(session)
+    install(session, "hf")
     session.run("tapa-lab", "bench", "training", *session.posargs)
     session.run("tapa-lab", "bench", "attention", *session.posargs)
