@@ -15,7 +15,6 @@ the inputs is recorded with its status.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
 import platform
 import statistics
@@ -26,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.table import Table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from tapa_lab.bench.table import write_report
 from tapa_lab.devices import resolve_device
 from tapa_lab.errors import require
 from tapa_lab.kernels import causal_attention, rope_rotate, tapa_attention
@@ -244,28 +243,16 @@ def bench_attention(
 
 def _report(results: list[dict], machine: str, out_dir: Path, console: Console) -> None:
     """Print a rich table and write attention.json and attention.md (both name the machine)."""
-    title = f"Causal attention on {machine} (FlashAttention-equivalent TFLOP/s)"
     header = ["implementation", "L", "D", "B", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "peak MiB",
               "status"]
-    table = Table(title=title)
-    for column in header:
-        table.add_column(column, justify="right")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def number(value: float | None, digits: int) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    for r in results:
-        row = [r["implementation"], str(r["seq_len"]), str(r["head_dim"]), str(r["batch"]),
-               number(r.get("fwd_ms"), 3), number(r.get("fwd_tflops"), 2), number(r.get("fwd_bwd_ms"), 3),
-               number(r.get("fwd_bwd_tflops"), 2), number(r.get("peak_memory_mb"), 0), r["status"]]
-        table.add_row(*row)
-        lines.append("| " + " | ".join(row) + " |")
-    console.print(table)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [[r["implementation"], str(r["seq_len"]), str(r["head_dim"]), str(r["batch"]),
+             number(r.get("fwd_ms"), 3), number(r.get("fwd_tflops"), 2), number(r.get("fwd_bwd_ms"), 3),
+             number(r.get("fwd_bwd_tflops"), 2), number(r.get("peak_memory_mb"), 0), r["status"]] for r in results]
     versions = {"torch": torch.__version__, "triton": importlib.metadata.version("triton"),
                 "python": platform.python_version()}
-    (out_dir / "attention.json").write_text(json.dumps({"machine": machine, "versions": versions,
-                                                        "results": results}, indent=2))
-    (out_dir / "attention.md").write_text(f"{title}\n\n" + "\n".join(lines) + "\n")
-    console.print(f"wrote {out_dir / 'attention.json'} and {out_dir / 'attention.md'}")
+    write_report(f"Causal attention on {machine} (FlashAttention-equivalent TFLOP/s)", header, rows,
+                 {"machine": machine, "versions": versions, "results": results}, out_dir, "attention", console)

@@ -15,7 +15,6 @@ length) or from a preset and PE fragments (random weights: speed does not depend
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -25,8 +24,8 @@ from typing import Literal
 import torch
 import yaml
 from rich.console import Console
-from rich.table import Table
 
+from tapa_lab.bench.table import write_report
 from tapa_lab.bench.training import _build_posenc, architecture_of, posenc_of
 from tapa_lab.devices import resolve_device
 from tapa_lab.errors import require
@@ -158,19 +157,9 @@ def bench_decode(
 
 def _report(results: list[dict], machine: str, out_dir: Path, console: Console) -> None:
     """Print a rich table and write decode.json and decode.md."""
-    table = Table(title=f"Greedy decoding on {machine}")
     header = ["PE", "x L", "prompt", "cached tok/s", "uncached tok/s", "speedup", "prefill ms", "same tokens"]
-    for column in header:
-        table.add_column(column, justify="right")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in results:
-        row = [r["posenc"], f"{r['multiple']:g}", str(r["prompt"]), f"{r['cached_tokens_per_s']:.0f}",
-               f"{r['uncached_tokens_per_s']:.0f}", f"{r['speedup']:.1f}", f"{1000 * r['prefill_s']:.0f}",
-               "yes" if r["same_tokens"] else "NO"]
-        table.add_row(*row)
-        lines.append("| " + " | ".join(row) + " |")
-    console.print(table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "decode.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    (out_dir / "decode.md").write_text(f"Greedy decoding on {machine}\n\n" + "\n".join(lines) + "\n")
-    console.print(f"wrote {out_dir / 'decode.json'} and {out_dir / 'decode.md'}")
+    rows = [[r["posenc"], f"{r['multiple']:g}", str(r["prompt"]), f"{r['cached_tokens_per_s']:.0f}",
+             f"{r['uncached_tokens_per_s']:.0f}", f"{r['speedup']:.1f}", f"{1000 * r['prefill_s']:.0f}",
+             "yes" if r["same_tokens"] else "NO"] for r in results]
+    write_report(f"Greedy decoding on {machine}", header, rows, {"machine": machine, "results": results}, out_dir,
+                 "decode", console)

@@ -9,7 +9,6 @@ first warm-up step compiles.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import platform
 import resource
@@ -21,8 +20,8 @@ import torch.nn.functional as F
 import yaml
 from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
-from rich.table import Table
 
+from tapa_lab.bench.table import write_report
 from tapa_lab.devices import resolve_device
 from tapa_lab.errors import ConfigError, require
 from tapa_lab.model import DecoderConfig, DecoderLM
@@ -194,19 +193,9 @@ def bench_training(
 def _report(results: list[dict], machine: str, out_dir: Path, console: Console) -> None:
     """Print a rich table (with each PE's ratio to RoPE) and write training.json and training.md."""
     rope = {r["seq_len"]: r["tokens_per_s"] for r in results if r["posenc"] == "rope"}
-    table = Table(title=f"Training throughput on {machine}")
     header = ["PE", "L", "batch", "tokens/s", "x RoPE", "step ms", "peak MB"]
-    for column in header:
-        table.add_column(column, justify="right")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in results:
-        ratio = f"{r['tokens_per_s'] / rope[r['seq_len']]:.2f}" if r["seq_len"] in rope else "-"
-        row = [r["posenc"], str(r["seq_len"]), str(r["batch_size"]), f"{r['tokens_per_s']:.0f}", ratio,
-               f"{r['step_ms']:.0f}", f"{r['peak_memory_mb']:.0f}"]
-        table.add_row(*row)
-        lines.append("| " + " | ".join(row) + " |")
-    console.print(table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "training.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    (out_dir / "training.md").write_text(f"Training throughput on {machine}\n\n" + "\n".join(lines) + "\n")
-    console.print(f"wrote {out_dir / 'training.json'} and {out_dir / 'training.md'}")
+    rows = [[r["posenc"], str(r["seq_len"]), str(r["batch_size"]), f"{r['tokens_per_s']:.0f}",
+             f"{r['tokens_per_s'] / rope[r['seq_len']]:.2f}" if r["seq_len"] in rope else "-",
+             f"{r['step_ms']:.0f}", f"{r['peak_memory_mb']:.0f}"] for r in results]
+    write_report(f"Training throughput on {machine}", header, rows, {"machine": machine, "results": results},
+                 out_dir, "training", console)
