@@ -1,7 +1,9 @@
-"""``tapa-lab eval``: long-context evaluation of a finished run (perplexity by length, passkey, distance bias).
+"""``tapa-lab eval``: long-context evaluation of a finished run (perplexity by length, passkey, distance bias, and
+TAPA's phase analysis).
 
     tapa-lab eval --run checkpoints/TAPA/version_0 --config experiments/eval/long-context.yaml
     tapa-lab eval --run <run> --checkpoint last --perplexity.mode nonoverlapping --passkey '{}' --bias '{}'
+    tapa-lab eval --run <TAPA run> --perplexity null --phase '{}'
 
 Every input is checked (run folder, checkpoint against the config, lengths against the split's documents, stride,
 depths) before any evaluation work. Results go to ``<run>/<out_name>/``: ``results.json`` (every number and the protocol
@@ -28,11 +30,13 @@ from tapa_lab.eval.bias_trained import BiasConfig, evaluate_bias
 from tapa_lab.eval.load import LoadedRun, load_run
 from tapa_lab.eval.passkey import PasskeyConfig, evaluate_passkey
 from tapa_lab.eval.perplexity import PerplexityConfig, evaluate_length, plan_windows
+from tapa_lab.eval.phase import PhaseConfig, evaluate_phase
 from tapa_lab.eval.plots import (
     bias_figure,
     moments_figure,
     passkey_figure,
     perplexity_figure,
+    phase_figure,
     position_loss_figure,
     save_figure,
 )
@@ -94,9 +98,10 @@ def _progress() -> Progress:
 
 
 def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | None = PerplexityConfig(),
-             passkey: PasskeyConfig | None = None, bias: BiasConfig | None = None, data: EvalData = EvalData(),
-             out_name: str = "eval", device: str = "auto") -> dict:
-    """Evaluate a finished run beyond its training length: perplexity by length, passkey retrieval, distance bias.
+             passkey: PasskeyConfig | None = None, bias: BiasConfig | None = None, phase: PhaseConfig | None = None,
+             data: EvalData = EvalData(), out_name: str = "eval", device: str = "auto") -> dict:
+    """Evaluate a finished run beyond its training length: perplexity by length, passkey retrieval, distance bias,
+    and (TAPA runs) the phase analysis.
 
     Writes ``<run>/<out_name>/results.json`` and PNG plots, and logs curves and figures to the run's TensorBoard.
 
@@ -106,6 +111,8 @@ def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | 
         perplexity: perplexity by length; null skips it.
         passkey: passkey retrieval; null (default) skips it, ``{}`` runs it with the defaults.
         bias: distance-bias analysis of the checkpoint; null (default) skips it, ``{}`` runs it with the defaults.
+        phase: phase analysis of a TAPA checkpoint (how far the phase turns the cosine over a window); null
+            (default) skips it, ``{}`` runs it with the defaults.
         data: the split and corpus evaluated on.
         out_name: sub-folder of the run for the results (and TensorBoard tag prefix).
         device: auto (CUDA when available), cpu or cuda[:n].
@@ -127,6 +134,8 @@ def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | 
         passkey.validate(train_seq_len, datamodule.tokenizer, len(datamodule.packed.tokens(data.split)))
     if bias is not None:
         bias.validate(train_seq_len, longest)
+    if phase is not None:
+        phase.validate(train_seq_len, longest, loaded.model.model)
 
     model = loaded.model
     out = loaded.run_dir / out_name
@@ -137,9 +146,11 @@ def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | 
                 "stride": perplexity.stride if perplexity is not None else None,
                 "perplexity": asdict(perplexity) if perplexity is not None else None,
                 "passkey": asdict(passkey) if passkey is not None else None,
-                "bias": asdict(bias) if bias is not None else None}
+                "bias": asdict(bias) if bias is not None else None,
+                "phase": asdict(phase) if phase is not None else None}
     result: dict = {"checkpoint": str(loaded.checkpoint), "train_seq_len": train_seq_len, "protocol": protocol,
-                    "perplexity": [], "position_loss": [], "passkey": None, "bias": None}
+                    "perplexity": [], "position_loss": [], "passkey": None, "bias": None,
+                    "phase": None}
     figures = {}
     with _progress() as progress:
         if perplexity is not None:
@@ -166,6 +177,11 @@ def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | 
                                            lambda n: progress.advance(task, n))
             figures["bias_histograms"] = bias_figure(result["bias"])
             figures["bias_moments"] = moments_figure(result["bias"])
+        if phase is not None:
+            task = progress.add_task("phase", total=phase.windows)
+            result["phase"] = evaluate_phase(model.model, documents, phase, phase.length_for(train_seq_len), target,
+                                             lambda n: progress.advance(task, n))
+            figures["phase_turn"] = phase_figure(result["phase"])
     result = _finite(result)
     (out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=False))
     for name, figure in figures.items():
@@ -190,6 +206,11 @@ def _log_tensorboard(run_dir: Path, prefix: str, result: dict, figures: dict) ->
         for layer in result["bias"]["layers"]:
             for head in layer["heads"]:
                 writer.add_scalar(f"{prefix}/bias_difference_mean/layer{layer['layer']}", head["mean"], head["head"])
+    if result["phase"] is not None:
+        for layer in result["phase"]["layers"]:
+            for head in layer["heads"]:
+                writer.add_scalar(f"{prefix}/phase_turn_median/layer{layer['layer']}", head["turn_quantiles"]["50%"],
+                                  head["head"])
     for name, figure in figures.items():
         writer.add_figure(f"{prefix}/{name}", figure, close=True)
     writer.close()

@@ -119,3 +119,22 @@ def theory_figure(result: dict) -> Figure:
     figure.suptitle(f"D = {result['head_dim']}, mu0 = {result['mu0']:g}, nu0 = {result['nu0']:g}, "
                     f"{result['samples']} samples")
     return figure
+
+
+def phase_figure(phase: dict) -> Figure:
+    """Histograms of the phase turn over the window (units of pi, log scale), one panel per layer, one line per head."""
+    layers = phase["layers"]
+    edges = np.asarray(phase["turn_histogram_edges"])
+    figure, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 3.5), squeeze=False,
+                               layout="constrained")
+    for ax, layer in zip(axes[0], layers, strict=True):
+        for head in layer["heads"]:
+            ax.stairs(head["turn_histogram"], edges,
+                      label=f"h{head['head']} (median {head['turn_quantiles']['50%']:.2g})")
+        ax.axvline(phase["sensitive_turn"], color="grey", linestyle=":")
+        ax.set(xscale="log", title=f"layer {layer['layer']}: {layer['sensitive_fraction']:.0%} pairs >= "
+               f"{phase['sensitive_turn']:g} pi", xlabel="turn over the window (units of pi)")
+        ax.legend(fontsize="x-small")
+    figure.suptitle(f"TAPA phase turn |phi| (reach(L-1) - reach(1)), window {phase['length']}: below the dotted line "
+                    "the cosine barely moves with distance")
+    return figure

@@ -172,14 +172,33 @@ class TAPA(PositionalEncoding):
                               amp_scale=1.0 / math.sqrt(da), phase_scale=phase_scale, two_pi=self.two_pi,
                               backend=self.backend, chunk_size=self.chunk_size, document_ids=document_ids)
 
-    def pair_scores(self, q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> Tensor:
+    def pair_components(self, q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The three factors of the score of chosen (query, key) pairs, per head, in float64:
+        ``score = amplitude * cos(reach * phase)``.
+
+        Args:
+            q: ``(H, L, D)`` queries before the PE; k: ``(H, L, D)`` keys before the PE (already one per query head).
+            query, key: ``(n,)`` positions, ``key <= query``.
+
+        Returns:
+            ``(amplitude, phase, reach)``: ``(H, n)`` qA.kA / sqrt(Da); ``(H, n)`` phi / tau (the phase after the
+            optional normalisation and temperature); ``(H or 1, n)`` 2 pi |i - j|^alpha (without 2 pi when
+            ``two_pi`` is false).
+        """
         da = self.amp_dim
         q_phase, k_phase, phase_scale = self.phase_operands(q[None, :, :, da:], k[None, :, :, da:])
         amplitude = (q[:, query, :da].double() * k[:, key, :da].double()).sum(-1) / math.sqrt(da)  # (H, n)
         phase = phase_scale * (q_phase[0][:, query].double() * k_phase[0][:, key].double()).sum(-1)  # (H, n)
+        return amplitude, phase, self.reach(query - key)
+
+    def reach(self, distance: Tensor) -> Tensor:
+        """``2 pi |d|^alpha`` (or ``|d|^alpha`` without ``two_pi``) for distances ``(n,)``: ``(H or 1, n)`` float64."""
         alpha = self.head_alpha()
         alpha = alpha.detach().double()[:, None] if isinstance(alpha, Tensor) else alpha
-        reach = (2 * math.pi if self.two_pi else 1.0) * (query - key).double()[None, :].pow(alpha)  # (H or 1, n)
+        return (2 * math.pi if self.two_pi else 1.0) * distance.double().abs()[None, :].pow(alpha)
+
+    def pair_scores(self, q: Tensor, k: Tensor, query: Tensor, key: Tensor) -> Tensor:
+        amplitude, phase, reach = self.pair_components(q, k, query, key)
         return amplitude * torch.cos(reach * phase)
 
     def extra_repr(self) -> str:

@@ -74,6 +74,24 @@ def test_eval_reads_a_shipped_yaml_config(in_runs):
     assert result["checkpoint"].endswith("last.ckpt")
 
 
+def test_eval_phase_analysis_of_a_tapa_run(in_runs):
+    run = in_runs / "checkpoints" / "TAPA" / "version_0"
+    main(["eval", "--run", str(run), "--perplexity", "null", "--phase", '{"multiple": 2, "windows": 2, "pairs": 300}',
+          "--data.split", "validation", "--out_name", "eval-phase"])
+    out = run / "eval-phase"
+    phase = json.loads((out / "results.json").read_text())["phase"]
+    assert phase["length"] == 64 and phase["pairs"] == 300 and len(phase["layers"]) == 1
+    heads = phase["layers"][0]["heads"]
+    assert len(heads) == 2  # the fixture run's n_heads
+    for head in heads:
+        assert sum(head["turn_histogram"]) == 300
+        quantiles = head["turn_quantiles"]
+        assert 0 <= quantiles["10%"] <= quantiles["50%"] <= quantiles["90%"]
+        assert 0 <= head["contrast_mean"] <= 2 and 0 <= head["sensitive_fraction"] <= 1
+    assert (out / "phase_turn.png").stat().st_size > 0
+    assert sorted(scalars(run, "eval-phase/phase_turn_median/layer0")) == [0, 1]
+
+
 def _foreign_checkpoint(folder: Path) -> Path:
     """A checkpoint outside any run folder whose attention projections have other shapes."""
     state = torch.load(folder / "checkpoints" / "RoPE" / "version_0" / "checkpoints" / "last.ckpt",
@@ -89,11 +107,12 @@ def _foreign_checkpoint(folder: Path) -> Path:
     (["--perplexity.lengths", "[100000]"], "perplexity.lengths"),
     (["--perplexity", "null", "--passkey", '{"lengths": [128], "depths": [0, 150]}'], "passkey.depths"),
     (["--perplexity", "null", "--bias", '{"multiple": 1000}'], "bias.multiple"),
+    (["--perplexity", "null", "--phase", "{}"], "phase: the phase analysis needs a TAPA-family PE"),
     (["--checkpoint", "no/such.ckpt"], "checkpoint"),
     (["--checkpoint", "FOREIGN"], "checkpoint = "),
     (["--checkpoint", "checkpoints/TAPA/version_0/checkpoints/last.ckpt"], "model.posenc"),
     (["--run", "checkpoints/none"], "run = "),
-], ids=["stride", "length", "depth", "bias-length", "missing-ckpt", "shapes", "posenc", "run"])
+], ids=["stride", "length", "depth", "bias-length", "phase-rope", "missing-ckpt", "shapes", "posenc", "run"])
 def test_bad_input_is_a_clear_error_before_any_work(in_runs, capsys, args, field):
     run = in_runs / "checkpoints" / "RoPE" / "version_0"
     args = [str(_foreign_checkpoint(in_runs)) if a == "FOREIGN" else a for a in args]
