@@ -32,6 +32,12 @@ Options for diagnosing TAPA (not in the paper; every default reproduces the pape
   ``rms``: no gains (g = 1); ``rms_gain``: learnable gains g_q, g_k of shape (Dp,) per layer (shared by the heads),
   initialised at 1. It bounds the phase whatever the scale of W_q, W_k, separating "how fast the phase turns" from the
   growth of q and k. The linear phase sums the normalised vectors; the static phase ignores them.
+- Phase offset (``phase_offset``): a learned constant c_h per head added to the content phase,
+
+      score(i, j) = A_ij * cos(2 pi |i - j|^alpha * (phi(qP_i, kP_j) + c_h) / tau_h),
+
+  so a head can have a coherent distance kernel (what the static phase learns quickly) and a content-dependent part.
+  Run on the same kernel as one more phase dimension: [q', c_h / scale] . [k', 1] * scale = phi + c_h.
 """
 
 from __future__ import annotations
@@ -71,12 +77,14 @@ class TAPA(PositionalEncoding):
         phase_init_scale: factor on the initial weights of the phase rows of W_q and W_k; > 0 (paper: 1).
         phase_norm: ``none`` (paper), ``rms`` (RMS-normalise qP and kP before the phase) or ``rms_gain`` (the same
             with learnable per-dimension gains); see the module docstring.
+        phase_offset: initial value of a learned per-head constant c_h added to the phase; nonzero (at 0 its
+            gradient through the cosine vanishes with the content phase's); null: no offset (the paper).
     """
 
     def __init__(self, alpha: float = 0.1, theta: float = 0.5, two_pi: bool = True, learnable_alpha: bool = False,
                  chunk_size: int | None = None, backend: Backend = "auto", phase_temperature: float = 1.0,
                  learnable_temperature: bool = False, amp_init_scale: float = 1.0, phase_init_scale: float = 1.0,
-                 phase_norm: PhaseNorm = "none") -> None:
+                 phase_norm: PhaseNorm = "none", phase_offset: float | None = None) -> None:
         super().__init__(backend)
         require(alpha > 0, "model.posenc.init_args.alpha", "> 0", alpha)
         require(0 < theta < 1, "model.posenc.init_args.theta", "in the open interval (0, 1)", theta)
@@ -86,6 +94,8 @@ class TAPA(PositionalEncoding):
         require(phase_init_scale > 0, "model.posenc.init_args.phase_init_scale", "> 0", phase_init_scale)
         require(phase_norm in PHASE_NORMS, "model.posenc.init_args.phase_norm", "one of none, rms, rms_gain",
                 phase_norm)
+        require(phase_offset is None or (phase_offset != 0 and math.isfinite(phase_offset)),
+                "model.posenc.init_args.phase_offset", "null or a finite nonzero number", phase_offset)
         self.alpha = alpha
         self.theta = theta
         self.two_pi = two_pi
@@ -96,6 +106,7 @@ class TAPA(PositionalEncoding):
         self.amp_init_scale = amp_init_scale
         self.phase_init_scale = phase_init_scale
         self.phase_norm = phase_norm
+        self.phase_offset = phase_offset
         self.amp_dim = 0
         self.phase_dim = 0
 
@@ -112,6 +123,8 @@ class TAPA(PositionalEncoding):
         if self.phase_norm == "rms_gain":
             self.q_phase_gain = nn.Parameter(torch.ones(self.phase_dim))
             self.k_phase_gain = nn.Parameter(torch.ones(self.phase_dim))
+        if self.phase_offset is not None:
+            self.phase_bias = nn.Parameter(torch.full((n_heads,), float(self.phase_offset)))
 
     def init_qk_(self, wq: Tensor, wk: Tensor) -> None:
         """Scale the amplitude rows of each head of W_q, W_k by ``amp_init_scale`` and the phase rows by
@@ -146,18 +159,23 @@ class TAPA(PositionalEncoding):
 
     def phase_operands(self, q_phase: Tensor, k_phase: Tensor) -> tuple[Tensor, Tensor, float]:
         """The kernel's phase operands: :meth:`phase_vectors` of the (optionally normalised) phase parts, with the
-        temperature applied.
+        optional offset as one more dimension and the temperature applied.
 
         Args:
             q_phase: ``(B, H, Lq, Dp)``; k_phase: ``(B, Hkv, Lk, Dp)``.
 
         Returns:
-            ``(q', k', scale)`` with ``phi(i, j) / tau_h = scale * q'_i . k'_j``.
+            ``(q', k', scale)`` with ``(phi(i, j) + c_h) / tau_h = scale * q'_i . k'_j``.
         """
         if self.phase_norm != "none":
             gains = (self.q_phase_gain, self.k_phase_gain) if self.phase_norm == "rms_gain" else (None, None)
             q_phase, k_phase = self.normalise_phase(q_phase, gains[0]), self.normalise_phase(k_phase, gains[1])
         q_vec, k_vec, scale = self.phase_vectors(q_phase, k_phase)
+        if self.phase_offset is not None:
+            b, h, lq, _ = q_vec.shape
+            offset = (self.phase_bias / scale).to(q_vec.dtype).view(1, h, 1, 1).expand(b, h, lq, 1)  # (B, H, Lq, 1)
+            q_vec = torch.cat([q_vec, offset], dim=-1)
+            k_vec = torch.cat([k_vec, torch.ones_like(k_vec[..., :1])], dim=-1)
         if self.learnable_temperature:
             inverse = self.log_temperature.neg().exp().to(q_vec.dtype).view(1, -1, 1, 1)  # (1, H, 1, 1)
             q_vec = q_vec * inverse
@@ -205,7 +223,8 @@ class TAPA(PositionalEncoding):
         return (f"alpha={self.alpha}, theta={self.theta}, two_pi={self.two_pi}, "
                 f"learnable_alpha={self.learnable_alpha}, phase_temperature={self.phase_temperature}, "
                 f"learnable_temperature={self.learnable_temperature}, amp_init_scale={self.amp_init_scale}, "
-                f"phase_init_scale={self.phase_init_scale}, phase_norm={self.phase_norm}, {super().extra_repr()}")
+                f"phase_init_scale={self.phase_init_scale}, phase_norm={self.phase_norm}, "
+                f"phase_offset={self.phase_offset}, {super().extra_repr()}")
 
 
 class TAPALinearPhase(TAPA):
@@ -231,16 +250,17 @@ class TAPAStaticPhase(TAPA):
     Args:
         phase_init: initial value of every c_h; nonzero (at 0 the gradient of cos vanishes).
         alpha, theta, two_pi, learnable_alpha, chunk_size, backend: as :class:`TAPA`.
-        phase_temperature, learnable_temperature, amp_init_scale, phase_init_scale, phase_norm: as :class:`TAPA`
-            (the phase rows and their normalisation are unused here).
+        phase_temperature, learnable_temperature, amp_init_scale, phase_init_scale, phase_norm, phase_offset: as
+            :class:`TAPA` (the phase rows and their normalisation are unused here).
     """
 
     def __init__(self, phase_init: float = 0.1, alpha: float = 0.1, theta: float = 0.5, two_pi: bool = True,
                  learnable_alpha: bool = False, chunk_size: int | None = None, backend: Backend = "auto",
                  phase_temperature: float = 1.0, learnable_temperature: bool = False, amp_init_scale: float = 1.0,
-                 phase_init_scale: float = 1.0, phase_norm: PhaseNorm = "none") -> None:
+                 phase_init_scale: float = 1.0, phase_norm: PhaseNorm = "none",
+                 phase_offset: float | None = None) -> None:
         super().__init__(alpha, theta, two_pi, learnable_alpha, chunk_size, backend, phase_temperature,
-                         learnable_temperature, amp_init_scale, phase_init_scale, phase_norm)
+                         learnable_temperature, amp_init_scale, phase_init_scale, phase_norm, phase_offset)
         require(phase_init != 0, "model.posenc.init_args.phase_init", "nonzero", phase_init)
         self.phase_init = phase_init
 

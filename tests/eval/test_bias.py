@@ -62,7 +62,8 @@ def test_bias_theory_command_writes_json_and_plot(tmp_path):
 
 @pytest.mark.parametrize("posenc", [RoPE(backend="torch"), YaRN(factor=4.0, original_max_len=8, backend="torch"),
                                     ALiBi(backend="torch"), NoPE(backend="torch"), TAPA(alpha=0.5, backend="torch"),
-                                    TAPALinearPhase(backend="torch")], ids=lambda p: type(p).__name__)
+                                    TAPALinearPhase(backend="torch"), TAPA(backend="torch", phase_offset=0.4)],
+                         ids=lambda p: type(p).__name__ + ("+offset" if getattr(p, "phase_offset", None) else ""))
 def test_pair_scores_are_the_scores_the_attention_uses(posenc, make_model):
     """softmax over pair_scores of every causal pair, times V, reproduces the PE's own attention output."""
     model = make_model(posenc)

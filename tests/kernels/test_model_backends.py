@@ -1,6 +1,7 @@
 """A tiny decoder trains with ``backend: triton`` (the interpreter on CPU) exactly like ``backend: torch``:
 same losses step after step, within fp32 tolerance, for every kernel mode (plain via NoPE and RoPE, ALiBi, TAPA
-with fixed and learnable alpha) and for RoPE's fused rotation (full, and partial with YaRN's scale)."""
+with fixed and learnable alpha, and with the diagnosis options) and for RoPE's fused rotation (full, and partial with
+YaRN's scale)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ CASES = {
     "tapa": lambda backend: TAPA(alpha=0.5, backend=backend),
     "tapa-learnable-alpha": lambda backend: TAPA(learnable_alpha=True, backend=backend),
     "tapa-linear": lambda backend: TAPALinearPhase(backend=backend),
+    "tapa-options": lambda backend: TAPA(backend=backend, phase_offset=0.2, learnable_temperature=True,
+                                         phase_norm="rms_gain"),
 }
 
 

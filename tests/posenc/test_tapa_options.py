@@ -1,4 +1,5 @@
-"""TAPA's diagnosis options (phase temperature, initial scale of the amplitude and phase parts, phase normalisation):
+"""TAPA's diagnosis options (phase temperature, initial scale of the amplitude and phase parts, phase normalisation,
+phase offset):
 the paper's defaults are unchanged bit for bit, each option has its documented value at init, gradients reach the new
 parameters, and every option is cache-safe (queries at the last Lq < Lk positions see the same scores)."""
 
@@ -102,10 +103,11 @@ def test_every_option_is_cache_safe(cls):
     """Queries at the last 5 of L positions get the last 5 rows of the full attention."""
     q, k, v = _qkv(seed=1)
     pe = _bound(cls(backend="torch", phase_temperature=2.0, learnable_temperature=True, phase_norm="rms_gain",
-                    amp_init_scale=2.0, phase_init_scale=0.5)).double()
+                    amp_init_scale=2.0, phase_init_scale=0.5, phase_offset=0.2)).double()
     with torch.no_grad():
         pe.q_phase_gain.uniform_(0.5, 1.5)
         pe.log_temperature.uniform_(-1.0, 1.0)
+        pe.phase_bias.uniform_(-1.0, 1.0)
     full = pe.attend(q, k, v, torch.arange(L))
     tail = pe.attend(q[:, :, -5:], k, v, torch.arange(L))
     torch.testing.assert_close(tail, full[:, :, -5:], rtol=1e-12, atol=1e-12)
@@ -116,7 +118,9 @@ def test_every_option_is_cache_safe(cls):
 @pytest.mark.parametrize("kwargs,field", [({"phase_temperature": 0.0}, "model.posenc.init_args.phase_temperature"),
                                           ({"amp_init_scale": -1.0}, "model.posenc.init_args.amp_init_scale"),
                                           ({"phase_init_scale": 0.0}, "model.posenc.init_args.phase_init_scale"),
-                                          ({"phase_norm": "layer"}, "model.posenc.init_args.phase_norm")])
+                                          ({"phase_norm": "layer"}, "model.posenc.init_args.phase_norm"),
+                                          ({"phase_offset": 0.0}, "model.posenc.init_args.phase_offset"),
+                                          ({"phase_offset": math.inf}, "model.posenc.init_args.phase_offset")])
 def test_bad_option_names_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         TAPA(**kwargs)
@@ -130,3 +134,26 @@ def test_pair_scores_follow_the_temperature():
     phase = (q[0, :, 10, 8:] * k[0].repeat_interleave(2, 0)[:, 2, 8:]).sum(-1) / math.sqrt(8)
     torch.testing.assert_close(hot.pair_scores(*args)[:, 0], amp * torch.cos(2 * math.pi * 8**0.1 * phase / 2))
     torch.testing.assert_close(plain.pair_scores(*args)[:, 0], amp * torch.cos(2 * math.pi * 8**0.1 * phase))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_phase_offset_adds_a_learned_constant_to_every_phase(temperature):
+    """score = A cos(2 pi d^alpha (phi + c_h) / tau), on the attention path and in pair_scores; c_h learns."""
+    q, k, v = _qkv(seed=2)
+    pe = _bound(TAPA(backend="torch", phase_offset=0.3, phase_temperature=temperature)).double()
+    assert not torch.equal(pe.phase_bias, torch.zeros(H)) and pe.phase_bias.shape == (H,)
+    with torch.no_grad():
+        pe.phase_bias.copy_(torch.tensor([0.3, -0.2, 0.05, 1.1]))
+    k_heads = k[0].repeat_interleave(2, 0)  # (H, L, D)
+    query, key = torch.tril_indices(L, L)
+    amp = (q[0][:, query, :8] * k_heads[:, key, :8]).sum(-1) / math.sqrt(8)  # (H, n)
+    phase = (q[0][:, query, 8:] * k_heads[:, key, 8:]).sum(-1) / math.sqrt(8) + pe.phase_bias.detach()[:, None]
+    expected = amp * torch.cos(2 * math.pi * (query - key).double().pow(0.1) * phase / temperature)
+    torch.testing.assert_close(pe.pair_scores(q[0], k_heads, query, key), expected)
+    dense = torch.full((H, L, L), float("-inf"), dtype=torch.float64)
+    dense[:, query, key] = expected
+    reference = dense.softmax(-1) @ v[0].repeat_interleave(2, 0)  # (H, L, D)
+    out = pe.attend(q, k, v, torch.arange(L))
+    torch.testing.assert_close(out[0], reference, rtol=1e-10, atol=1e-10)
+    out.square().sum().backward()
+    assert torch.isfinite(pe.phase_bias.grad).all() and (pe.phase_bias.grad != 0).all()
