@@ -88,16 +88,21 @@ def load_grid(path: str | Path, check_fragments: bool = True) -> Grid:
                                     f"stages are {list(stages)}.")
     report = _mapping(raw.get("report", {}), "report")
     _check_keys(report, REPORT_KEYS, "report")
-    baseline = {str(k): level_name(v) for k, v in _mapping(report.get("baseline", {}), "report.baseline").items()}
-    for axis_name, level in baseline.items():
+    baseline = {str(k): tuple(level_name(x) for x in (v if isinstance(v, list) else [v]))
+                for k, v in _mapping(report.get("baseline", {}), "report.baseline").items()}
+    for axis_name, levels in baseline.items():
         axis = next((a for a in axes if a.name == axis_name), None)
         if axis is None:
             raise GridError(f"report.baseline: unknown axis {axis_name!r}; axes are {names}.")
         if axis.select:
             raise GridError(f"report.baseline.{axis_name}: the selected axis cannot be the compared one.")
-        if level not in axis.levels:
-            raise GridError(f"report.baseline.{axis_name} = {level!r}: not a level of {axis_name} "
+        if not levels:
+            raise GridError(f"report.baseline.{axis_name}: a level or a non-empty list of levels of {axis_name} "
                             f"({list(axis.levels)}).")
+        for level in levels:
+            if level not in axis.levels:
+                raise GridError(f"report.baseline.{axis_name} = {level!r}: not a level of {axis_name} "
+                                f"({list(axis.levels)}).")
     metrics = report.get("metrics", [])
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise GridError(f"report.metrics = {metrics!r}: a list of metric names.")

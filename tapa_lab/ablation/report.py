@@ -119,7 +119,7 @@ def _stage_section(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folde
 
 def _tests(grid: Grid, rows: list[Row], metrics: list[str]) -> list[str]:
     lines: list[str] = []
-    for compared, baseline in grid.baseline.items():
+    for compared, baseline in ((axis, level) for axis, levels in grid.baseline.items() for level in levels):
         tested = list(dict.fromkeys(_test_metric(m) for m in metrics if m != "steps"))
         lines += [f"Paired tests against `{compared}={baseline}` over seeds (candidate - baseline; negative is "
                   "better for losses and perplexities):", "",

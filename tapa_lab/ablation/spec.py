@@ -22,7 +22,7 @@ A grid names base config fragments, axes, seeds, optional stages and the evaluat
       pretrain: {}
       extend: {init_from: pretrain, set: {data.seq_len: 512}}
     evaluation: {checkpoint: last, args: {perplexity.multiples: [1, 2, 4]}}   # `tapa-lab eval` after training
-    report: {baseline: {pe: rope}, metrics: [val/loss, ppl@1x]}
+    report: {baseline: {pe: rope}, metrics: [val/loss, ppl@1x]}   # baseline: a level or a list of levels
     executor: {partition: gpu, time: 240}         # cluster settings (`--executor slurm`; ablation/executor.py)
 
 These are the file's dataclasses; :func:`tapa_lab.ablation.loader.load_grid` reads and checks a file into them, and
@@ -154,7 +154,7 @@ class Grid:
     zip_groups: list[list[str]]
     stages: dict[str, Stage]
     evaluation: Evaluation | None
-    baseline: dict[str, str]
+    baseline: dict[str, tuple[str, ...]]
     metrics: list[str]
     workers: int
     executor: dict[str, Any] = field(default_factory=dict)

@@ -112,6 +112,8 @@ def test_stages_chain_checkpoints_and_share_identical_parents(tmp_path):
     ({"zip": [["pe", "nothing"]]}, "nothing"),
     ({"stages": {"extend": {"init_from": "pretrain"}}}, "stages.extend.init_from"),
     ({"report": {"baseline": {"pe": "alibi"}}}, "report.baseline.pe"),
+    ({"report": {"baseline": {"pe": ["rope", "alibi"]}}}, "report.baseline.pe = 'alibi'"),
+    ({"report": {"baseline": {"pe": []}}}, "report.baseline.pe: a level or a non-empty list"),
     ({"report": {"baseline": {"posenc": "rope"}}}, "posenc"),
     ({"evaluation": {"checkpoint": "last", "argz": {}}}, "argz"),
 ])

@@ -101,3 +101,18 @@ def test_plots_and_hparams_are_written(grid_folder):
         assert (folder / name).stat().st_size > 10_000
         assert f"]({name})" in (folder / "report.md").read_text()
     assert len(list((folder / "tensorboard").glob("*/events.out.tfevents.*"))) == 12
+
+
+def test_a_list_of_baselines_gives_one_table_of_tests_each(grid_folder):
+    """baseline {pe: [rope, tapa]}: tapa is tested against rope and rope against tapa, with opposite differences."""
+    grid = yaml.safe_load((grid_folder / "grid.yaml").read_text())
+    grid["report"]["baseline"] = {"pe": ["rope", "tapa"]}
+    (grid_folder / "grid.yaml").write_text(yaml.safe_dump(grid))
+    report = write_report(grid_folder).read_text().split("## Appendix")[0]
+    tests = report.split("Paired tests against `pe=rope`")[1]
+    against_rope, against_tapa = tests.split("Paired tests against `pe=tapa`")
+    tapa_row = table_row(against_rope, "pe=tapa, lr=0.001").split(" | ")
+    rope_row = table_row(against_tapa, "pe=rope, lr=0.003").split(" | ")
+    assert tapa_row[1] == rope_row[1] == "val/loss"
+    assert float(tapa_row[3]) == pytest.approx(-float(rope_row[3]))
+    assert float(tapa_row[3]) == pytest.approx(2.2 - 2.3)
