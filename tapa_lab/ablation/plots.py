@@ -14,6 +14,18 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from tapa_lab.ablation.stats import summarize  # noqa: E402
 
+MARKERS = "osD^vP*Xh<>p"
+LEGEND_INSIDE_MAX = 6
+"""Legends with more entries go to the right of the axes, so they never hide a curve."""
+
+
+def line_styles(n: int) -> list[tuple[tuple[float, float, float], str, str]]:
+    """``n`` distinct ``(color, marker, linestyle)``: tab10 colours up to 10 lines, tab20 up to 20, then dashed and
+    dotted lines; the marker changes with every line, so two curves never look alike."""
+    colors = plt.get_cmap("tab10" if n <= 10 else "tab20").colors
+    return [(colors[i % len(colors)], MARKERS[i % len(MARKERS)], ("-", "--", ":")[(i // len(colors)) % 3])
+            for i in range(n)]
+
 
 def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_len: int | None, title: str,
                               path: Path) -> Path:
@@ -26,14 +38,17 @@ def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_l
         title: the figure title.
         path: the PNG to write.
     """
-    figure, axis = plt.subplots(figsize=(7.5, 4.8))
-    for label, by_length in curves.items():
+    outside = len(curves) > LEGEND_INSIDE_MAX
+    figure, axis = plt.subplots(figsize=(10.5 if outside else 7.5, 5.2 if outside else 4.8))
+    band_alpha = 0.2 if len(curves) <= LEGEND_INSIDE_MAX else 0.08
+    for (label, by_length), (color, marker, style) in zip(curves.items(), line_styles(len(curves)), strict=True):
         lengths = sorted(by_length)
         summaries = [summarize(np.log(by_length[length])) for length in lengths]
-        line, = axis.plot(lengths, [np.exp(s.mean) for s in summaries], marker="o", label=label)
+        axis.plot(lengths, [np.exp(s.mean) for s in summaries], color=color, marker=marker, linestyle=style,
+                  label=label)
         if all(s.n > 1 for s in summaries):
             axis.fill_between(lengths, [np.exp(s.ci_low) for s in summaries], [np.exp(s.ci_high) for s in summaries],
-                              color=line.get_color(), alpha=0.2, linewidth=0)
+                              color=color, alpha=band_alpha, linewidth=0)
     if train_len is not None:
         axis.axvline(train_len, color="grey", linestyle=":", linewidth=1, label="training length")
     axis.set_xscale("log", base=2)
@@ -45,7 +60,10 @@ def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_l
     axis.set_ylabel("perplexity (geometric mean over seeds, 95% CI)")
     axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8)
+    if outside:
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

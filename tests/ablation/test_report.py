@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tapa_lab.ablation.plots import line_styles
 from tapa_lab.ablation.report import write_report
 from tapa_lab.ablation.results import CellResult
 from tapa_lab.ablation.stats import paired_test, summarize
@@ -116,3 +117,12 @@ def test_a_list_of_baselines_gives_one_table_of_tests_each(grid_folder):
     assert tapa_row[1] == rope_row[1] == "val/loss"
     assert float(tapa_row[3]) == pytest.approx(-float(rope_row[3]))
     assert float(tapa_row[3]) == pytest.approx(2.2 - 2.3)
+
+
+@pytest.mark.parametrize("n", [1, 6, 10, 15, 20, 45])
+def test_every_curve_of_a_large_grid_has_its_own_style(n):
+    """15 PEs on one plot: no two lines share colour, marker and line style (matplotlib's cycle repeats after 10)."""
+    styles = line_styles(n)
+    assert len(styles) == n and len(set(styles)) == n
+    if n <= 20:
+        assert len({color for color, _, _ in styles}) == n
