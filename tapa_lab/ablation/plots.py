@@ -40,7 +40,7 @@ def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_l
     """
     outside = len(curves) > LEGEND_INSIDE_MAX
     figure, axis = plt.subplots(figsize=(10.5 if outside else 7.5, 5.2 if outside else 4.8))
-    band_alpha = 0.2 if len(curves) <= LEGEND_INSIDE_MAX else 0.08
+    band_alpha = 0.08 if outside else 0.2  # many overlapping bands: lighter
     for (label, by_length), (color, marker, style) in zip(curves.items(), line_styles(len(curves)), strict=True):
         lengths = sorted(by_length)
         summaries = [summarize(np.log(by_length[length])) for length in lengths]

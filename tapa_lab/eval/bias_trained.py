@@ -126,6 +126,19 @@ def bucket_moments(values: Tensor, buckets: Tensor, n_buckets: int) -> tuple[np.
     return mean.numpy(), var.sqrt().numpy(), count.numpy()
 
 
+def analysis_windows(documents: list[np.ndarray], length: int, windows: int, device: torch.device) -> list[Tensor]:
+    """Token windows ``(1, length)`` for the pair analyses (distance bias, phase): up to ``windows`` of them, evenly
+    spaced over the documents that hold ``length`` tokens."""
+    planned = plan_windows([len(d) for d in documents], length - 1, length, length * windows)
+    return [torch.from_numpy(documents[w.document][w.start:w.start + length].astype(np.int64))[None].to(device)
+            for w in planned]
+
+
+def share(total: int, index: int, parts: int) -> int:
+    """The ``index``-th of ``parts`` near-equal shares of ``total`` (the shares sum to ``total``)."""
+    return total // parts + (index < total % parts)
+
+
 def attention_inputs(model: DecoderLM, tokens: Tensor) -> list[Tensor]:
     """Run the model on ``tokens (1, L)`` and return each layer's attention input ``(1, L, d)``."""
     captured: list[Tensor] = []
@@ -165,21 +178,19 @@ def evaluate_bias(model: DecoderLM, documents: list[np.ndarray], config: BiasCon
     Returns:
         The ``bias`` section of results.json (see docs/evaluation.md).
     """
-    windows = plan_windows([len(d) for d in documents], length - 1, length, length * config.windows)
+    windows = analysis_windows(documents, length, config.windows, device)
     rng = np.random.default_rng(config.seed)
     lo, hi = config.short_range
     long_lo = length - 1 - config.long_range_width
     n_layers, n_heads = len(model.blocks), model.config.n_heads
     differences: list[list[list[np.ndarray]]] = [[[] for _ in range(n_heads)] for _ in range(n_layers)]
     terms: list[dict[str, list]] = [{"A": [], "B": [], "position": [], "distance": []} for _ in range(n_layers)]
-    for index, window in enumerate(windows):
-        share = config.pairs // len(windows) + (index < config.pairs % len(windows))
-        moment_share = config.moment_pairs // len(windows) + (index < config.moment_pairs % len(windows))
-        tokens = torch.from_numpy(documents[window.document][window.start:window.start + length]
-                                  .astype(np.int64))[None].to(device)
-        long_distance = torch.from_numpy(rng.integers(long_lo, length, share))
+    for index, tokens in enumerate(windows):
+        pairs = share(config.pairs, index, len(windows))
+        moment_share = share(config.moment_pairs, index, len(windows))
+        long_distance = torch.from_numpy(rng.integers(long_lo, length, pairs))
         query = long_distance + torch.from_numpy(rng.integers(0, length - long_distance.numpy()))
-        short_key = query - torch.from_numpy(rng.integers(lo, hi + 1, share))
+        short_key = query - torch.from_numpy(rng.integers(lo, hi + 1, pairs))
         long_key = query - long_distance
         moment_query = torch.from_numpy(rng.integers(0, length, moment_share))
         moment_key = torch.from_numpy(np.floor(rng.random(moment_share) * (moment_query.numpy() + 1)).astype(np.int64))

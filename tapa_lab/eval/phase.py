@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from tapa_lab.errors import ConfigError, require
-from tapa_lab.eval.bias_trained import attention_inputs
-from tapa_lab.eval.perplexity import plan_windows
+from tapa_lab.eval.bias_trained import analysis_windows, attention_inputs, share
 from tapa_lab.model import DecoderLM
 from tapa_lab.posenc.tapa import TAPA
 
@@ -99,17 +98,15 @@ def evaluate_phase(model: DecoderLM, documents: list[np.ndarray], config: PhaseC
     Returns:
         The ``phase`` section of results.json (see docs/evaluation.md).
     """
-    windows = plan_windows([len(d) for d in documents], length - 1, length, length * config.windows)
+    windows = analysis_windows(documents, length, config.windows, device)
     rng = np.random.default_rng(config.seed)
     n_layers, n_heads = len(model.blocks), model.config.n_heads
     near, far = torch.tensor([1]), torch.tensor([length - 1])
     collected: list[dict[str, list[np.ndarray]]] = [{"phase": [], "turn": [], "contrast": []} for _ in range(n_layers)]
-    for index, window in enumerate(windows):
-        share = config.pairs // len(windows) + (index < config.pairs % len(windows))
-        tokens = torch.from_numpy(documents[window.document][window.start:window.start + length]
-                                  .astype(np.int64))[None].to(device)
-        query = torch.from_numpy(rng.integers(1, length, share))
-        key = torch.from_numpy(np.floor(rng.random(share) * query.numpy()).astype(np.int64))  # 0 <= key < query
+    for index, tokens in enumerate(windows):
+        pairs = share(config.pairs, index, len(windows))
+        query = torch.from_numpy(rng.integers(1, length, pairs))
+        key = torch.from_numpy(np.floor(rng.random(pairs) * query.numpy()).astype(np.int64))  # 0 <= key < query
         for layer, (block, x) in enumerate(zip(model.blocks, attention_inputs(model, tokens), strict=True)):
             q, k, _ = block.attn.project_qkv(x)  # (1, H, L, D), (1, Hkv, L, D)
             posenc: TAPA = block.attn.posenc
@@ -122,16 +119,17 @@ def evaluate_phase(model: DecoderLM, documents: list[np.ndarray], config: PhaseC
             collected[layer]["contrast"].append((torch.cos(reach_far * phase) - torch.cos(reach_near * phase))
                                                 .abs().numpy())
         advance(1)
-    layers = []
+    layers, all_turns, all_contrast = [], [], []
     for layer, values in enumerate(collected):
         phase, turn, contrast = (np.concatenate(values[name], axis=1) for name in ("phase", "turn", "contrast"))
+        all_turns.append(turn.ravel())
+        all_contrast.append(contrast.ravel())
         heads = [{"head": h, **head_summary(phase[h], turn[h], contrast[h])} for h in range(n_heads)]
         layers.append({"layer": layer, "turn_median": float(np.median(turn)),
                        "sensitive_fraction": float((turn >= SENSITIVE_TURN).mean()),
                        "contrast_mean": float(contrast.mean()), "heads": heads})
-    all_turns = np.concatenate([np.concatenate(values["turn"], axis=1).ravel() for values in collected])
-    all_contrast = np.concatenate([np.concatenate(values["contrast"], axis=1).ravel() for values in collected])
+    turns, contrasts = np.concatenate(all_turns), np.concatenate(all_contrast)
     return {"length": length, "windows": len(windows), "pairs": config.pairs, "sensitive_turn": SENSITIVE_TURN,
-            "turn_histogram_edges": HISTOGRAM_EDGES.tolist(), "turn_median": float(np.median(all_turns)),
-            "sensitive_fraction": float((all_turns >= SENSITIVE_TURN).mean()),
-            "contrast_mean": float(all_contrast.mean()), "layers": layers}
+            "turn_histogram_edges": HISTOGRAM_EDGES.tolist(), "turn_median": float(np.median(turns)),
+            "sensitive_fraction": float((turns >= SENSITIVE_TURN).mean()),
+            "contrast_mean": float(contrasts.mean()), "layers": layers}
