@@ -1,4 +1,5 @@
-"""Report figures: perplexity against evaluation length with confidence bands, and passkey heatmaps."""
+"""Report figures: perplexity against evaluation length and validation loss over training, with confidence bands, and
+passkey heatmaps."""
 
 from __future__ import annotations
 
@@ -64,6 +65,46 @@ def plot_perplexity_vs_length(curves: dict[str, dict[int, list[float]]], train_l
         axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_learning_curves(curves: dict[str, dict[str, dict[int, list[float]]]], title: str, path: Path) -> Path:
+    """Validation loss over training, one panel per tag (``val/loss@1x``, ``val/loss@16x``, ...) side by side, one line
+    per cell: the mean over seeds with a band at the 95% t interval of the mean (where every step has 2+ seeds).
+
+    Args:
+        curves: ``{tag: {cell label: {step: [value of each seed]}}}``; every tag's cells get the same style.
+        title: the figure title.
+        path: the PNG to write.
+    """
+    labels = list(dict.fromkeys(label for by_label in curves.values() for label in by_label))
+    styles = dict(zip(labels, line_styles(len(labels)), strict=True))
+    outside = len(labels) > LEGEND_INSIDE_MAX
+    figure, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves) + (3 if outside else 0), 4.4),
+                                squeeze=False)
+    band_alpha = 0.08 if outside else 0.2
+    for axis, (tag, by_label) in zip(axes[0], curves.items(), strict=True):
+        for label, by_step in by_label.items():
+            color, marker, style = styles[label]
+            steps = sorted(by_step)
+            summaries = [summarize(by_step[step]) for step in steps]
+            axis.plot(steps, [s.mean for s in summaries], color=color, marker=marker, linestyle=style, label=label,
+                      markersize=4, markevery=max(1, len(steps) // 10))
+            if all(s.n > 1 for s in summaries):
+                axis.fill_between(steps, [s.ci_low for s in summaries], [s.ci_high for s in summaries], color=color,
+                                  alpha=band_alpha, linewidth=0)
+        axis.set_xlabel("optimizer steps")
+        axis.set_ylabel(f"{tag} (mean over seeds, 95% CI)")
+        axis.set_title(tag)
+        axis.grid(True, alpha=0.3)
+    if outside:
+        axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        axes[0][0].legend(fontsize=8)
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -8,6 +8,8 @@ Writes into ``<grid folder>/report/``:
   against the baseline, the cells that did not finish, and an appendix with the sweep;
 - ``ppl_vs_length_<stage>.png`` (perplexity by evaluation length with 95% bands) and
   ``passkey_<stage>.png`` (accuracy heatmaps), when the cells were evaluated;
+- ``learning_curves_<stage>.png`` and ``curves_<stage>.csv``: the validation losses over training (``val/loss@<m>x``
+  with ``data.val_multiples``), with a table at a few steps and paired tests against the baseline at each;
 - ``tensorboard/``: one hparams record per cell (``tensorboard --logdir <grid folder>/report/tensorboard``).
 """
 
@@ -28,9 +30,10 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from tapa_lab.ablation.curves import table_steps, validation_curves, write_curves_csv
 from tapa_lab.ablation.layout import GRID_COPY, HISTORY_FILE, REPORT_DIR, run_dir
 from tapa_lab.ablation.loader import load_grid
-from tapa_lab.ablation.plots import plot_passkey_heatmaps, plot_perplexity_vs_length
+from tapa_lab.ablation.plots import plot_learning_curves, plot_passkey_heatmaps, plot_perplexity_vs_length
 from tapa_lab.ablation.results import Row, load_rows, read_eval, select_levels, selected_rows
 from tapa_lab.ablation.spec import Grid, GridWarning
 from tapa_lab.ablation.stats import WILCOXON_MIN_PAIRS, paired_test, summarize
@@ -114,6 +117,7 @@ def _stage_section(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folde
     lines.append("")
     lines += _tests(grid, kept, metrics)
     lines += _figures(grid, kept, stage, out_dir, folder)
+    lines += _curves(grid, kept, stage, out_dir, folder)
     return lines
 
 
@@ -171,6 +175,48 @@ def _figures(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folder: Pat
         path = plot_passkey_heatmaps(heatmaps, f"{grid.name}: passkey accuracy, mean over seeds ({stage})",
                                      folder / f"passkey_{stage}.png")
         lines += [f"![passkey accuracy]({path.name})", ""]
+    return lines
+
+
+def _curves(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folder: Path) -> list[str]:
+    """Validation over training: figure, CSV, and per tag a table at a few steps with paired differences against each
+    baseline (the seeds paired as in the main tests)."""
+    curves = validation_curves(out_dir, rows)
+    if not any(len(by_step) > 1 for by_label in curves.values() for by_step in by_label.values()):
+        return []  # one validation (or none): the main table says it all
+    csv_path = write_curves_csv(curves, folder / f"curves_{stage}.csv")
+    figure = plot_learning_curves({tag: {label: {step: list(by_seed.values()) for step, by_seed in by_step.items()}
+                                         for label, by_step in by_label.items()} for tag, by_label in curves.items()},
+                                  f"{grid.name}: validation over training ({stage})",
+                                  folder / f"learning_curves_{stage}.png")
+    lines = ["### Validation over training", "",
+             f"Mean over seeds at a few validation steps (every step: `{csv_path.name}`); rows `a - b`: the paired "
+             "difference over seeds (candidate - baseline) and its t-test p.", "",
+             f"![validation over training]({figure.name})", ""]
+    swept = grid.select_axis.name if grid.select_axis else None
+    groups = _groups(rows)
+    for tag, by_label in curves.items():
+        steps = table_steps(by_label)
+        lines += [f"`{tag}` by step:", "", "| cell | " + " | ".join(map(str, steps)) + " |",
+                  "|" + "---|" * (len(steps) + 1)]
+        for label, by_step in by_label.items():
+            cells = [_num(float(np.mean(list(by_step[step].values())))) for step in steps]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for compared, baseline in ((axis, level) for axis, levels in grid.baseline.items() for level in levels):
+            base_labels = {members[0].others(compared, swept): label for label, members in groups.items()
+                           if members[0].levels.get(compared) == baseline}
+            for label, members in groups.items():
+                base = base_labels.get(members[0].others(compared, swept))
+                if members[0].levels.get(compared) == baseline or base not in by_label or label not in by_label:
+                    continue
+                cells = []
+                for step in steps:
+                    ours, theirs = by_label[label][step], by_label[base][step]
+                    seeds = sorted(set(ours) & set(theirs))
+                    test = paired_test([ours[s] for s in seeds], [theirs[s] for s in seeds]) if len(seeds) > 1 else None
+                    cells.append("-" if test is None else f"{test.mean_diff:+.3f} (p {_p(test.t_pvalue)})")
+                lines.append(f"| {label} - {base} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 

@@ -126,3 +126,44 @@ def test_every_curve_of_a_large_grid_has_its_own_style(n):
     assert len(styles) == n and len(set(styles)) == n
     if n <= 20:
         assert len({color for color, _, _ in styles}) == n
+
+
+def write_curves(grid_folder: Path, losses: dict[str, list[list[float]]]) -> None:
+    """Give each selected cell a ``metrics.jsonl`` with ``val/loss@1x``/``@16x`` at logged steps 99, 199, ... (the
+    ``@16x`` value is the ``@1x`` one + 1; a non-finite point and a training tag that must be ignored)."""
+    for pe, lr in (("rope", "0.003"), ("tapa", "0.001")):
+        for i, seed in enumerate(GRID["seeds"]):
+            lines = [{"step": 100 * k + 99, "epoch": 0, "val/loss": value, "val/loss@1x": value,
+                      "val/loss@16x": value + 1} for k, value in enumerate(losses[pe][i])]
+            lines += [{"step": 5, "epoch": 0, "train/loss": 9.0}, {"step": 9999, "epoch": 0, "val/loss@1x": np.nan}]
+            path = grid_folder / "cells" / f"{pe}-{lr}-{seed}" / "run" / "metrics.jsonl"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 12, "val/lo')  # cut off
+
+
+CURVES = {"rope": [[3.0, 2.0, 1.5], [3.1, 2.1, 1.4], [2.9, 2.2, 1.6]],
+          "tapa": [[3.5, 2.4, 1.55], [3.65, 2.3, 1.5], [3.4, 2.5, 1.7]]}
+
+
+def test_curves_are_tabulated_plotted_and_tested_against_the_baseline_at_each_step(grid_folder):
+    write_curves(grid_folder, CURVES)
+    report = write_report(grid_folder).read_text()
+    section = report.split("### Validation over training")[1].split("## ")[0]
+    one_x, sixteen_x = section.split("`val/loss@1x` by step:")[1].split("`val/loss@16x` by step:")
+    assert "| cell | 100 | 200 | 300 |" in one_x and "val/loss by step" not in section  # @1x duplicates val/loss
+    means = [f"{np.mean([row[k] for row in CURVES['tapa']]):.4g}" for k in range(3)]
+    assert table_row(one_x, "pe=tapa, lr=0.001") == "| pe=tapa, lr=0.001 | " + " | ".join(means) + " |"
+    assert table_row(sixteen_x, "pe=rope, lr=0.003") == "| pe=rope, lr=0.003 | 4 | 3.1 | 2.5 |"
+    expected = paired_test([row[2] for row in CURVES["tapa"]], [row[2] for row in CURVES["rope"]])
+    diff = table_row(one_x, "pe=tapa, lr=0.001 - pe=rope, lr=0.003").split(" | ")
+    assert diff[-1] == f"{expected.mean_diff:+.3f} (p {expected.t_pvalue:.3g}) |"
+    rows = (grid_folder / "report" / "curves_train.csv").read_text().splitlines()
+    assert rows[0] == "tag,cell,seed,step,value" and len(rows) == 1 + 2 * 2 * 3 * 3  # tags x cells x seeds x steps
+    assert (grid_folder / "report" / "learning_curves_train.png").stat().st_size > 10_000
+
+
+def test_no_curves_section_without_a_curve(grid_folder):
+    """One validation per run (or no metrics file): nothing to plot over training."""
+    write_curves(grid_folder, {pe: [[v[0]] for v in values] for pe, values in CURVES.items()})
+    report = write_report(grid_folder).read_text()
+    assert "Validation over training" not in report
+    assert not (grid_folder / "report" / "learning_curves_train.png").exists()
