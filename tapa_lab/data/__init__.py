@@ -1,6 +1,7 @@
 """Data: corpus recipes, tokenizers, packing and the training/evaluation windows.
 
 Corpus recipes (``data.corpus: {class_path: tapa_lab.data.<Recipe>}``): :class:`Shakespeare` (default),
+:class:`ShakespeareSpeeches` (short documents),
 :class:`PyStdlib`, :class:`DebDocs`, :class:`LocalFiles`, :class:`HubDataset`, :class:`Fixture`.
 Tokenizers (``data.tokenizer``): :class:`ByteTokenizer` (default), :class:`BPETokenizer`.
 """
@@ -15,6 +16,7 @@ from tapa_lab.data.manifest import Manifest
 from tapa_lab.data.packing import PackedCorpus, pack_corpus
 from tapa_lab.data.pystdlib import PyStdlib
 from tapa_lab.data.shakespeare import Shakespeare
+from tapa_lab.data.shakespeare_speeches import ShakespeareSpeeches
 from tapa_lab.data.split import SPLITS, Split, assign_splits
 from tapa_lab.data.tokenizer import Tokenizer
 from tapa_lab.data.tokenizer_bpe import BPETokenizer
@@ -24,5 +26,5 @@ from tapa_lab.data.train_windows import ResumableSampler, StreamLoader, TrainWin
 __all__ = [
     "BPETokenizer", "ByteTokenizer", "Corpus", "CorpusError", "DebDocs", "Document", "EvalWindows", "Fixture",
     "HubDataset", "LocalFiles", "Manifest", "PackedCorpus", "PyStdlib", "ResumableSampler", "SPLITS", "Shakespeare",
-    "Split", "StreamLoader", "Tokenizer", "TrainWindows", "assign_splits", "pack_corpus",
+    "ShakespeareSpeeches", "Split", "StreamLoader", "Tokenizer", "TrainWindows", "assign_splits", "pack_corpus",
 ]

