@@ -10,12 +10,14 @@ This module is the top of the import graph: it may import every package of the l
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 
 import torch
 from jsonargparse import CLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tapa_lab.ablation.command import report_grid, run_grid, status_grid
 from tapa_lab.bench.attention import bench_attention
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(f"tapa-lab: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:
+        # Lightning stops at the next step on SIGTERM and raises a SystemExit without a code, i.e. exit status 0: a
+        # run stopped half-way would read as finished to whatever started it (a grid runner, a job script).
+        print("tapa-lab: stopped by SIGTERM before the end of the run; its last checkpoint is kept: rerun with "
+              "--ckpt_path last to resume it", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Fault injection: ``kill -9`` of a training run at a random moment loses nothing (resume is bit-exact)."""
+"""Fault injection: ``kill -9`` of a training run at a random moment loses nothing (resume is bit-exact), and a run
+stopped by SIGTERM says so in its exit status."""
 
 from __future__ import annotations
 
@@ -57,3 +58,25 @@ def test_kill_9_at_a_random_step_then_resume_last_equals_the_uninterrupted_run(i
     assert full.keys() == resumed.keys()
     for name in full:
         assert torch.equal(full[name], resumed[name]), (name, killed_at, delay)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_exits_143_so_that_no_caller_takes_the_run_for_finished(in_tmp, fixture_run, monkeypatch):
+    """Lightning answers SIGTERM by stopping at the next step with exit status 0; ``tapa-lab fit`` turns it into
+    128 + 15 with a message (a grid runner records the cell failed and a rerun resumes it, instead of evaluating a
+    half-trained model as finished)."""
+    monkeypatch.syspath_prepend(str(HERE))
+    command = [sys.executable, "-m", "tapa_lab", "fit", *fixture_run, "--trainer.max_steps", "10000",
+               "--trainer.logger.init_args.name", "stopped", "--interval_checkpoint.every_n_train_steps", "1",
+               "--trainer.callbacks+=slow_steps.SlowSteps", "--trainer.callbacks.seconds", "0.05"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(command, cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = in_tmp / "checkpoints" / "stopped" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr.decode(errors="replace")[-2000:]
+    assert b"stopped by SIGTERM" in stderr and b"--ckpt_path last" in stderr
+    assert 1 <= torch.load(last, weights_only=False)["global_step"] < 10000
