@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import torch
 from jsonargparse import CLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tapa_lab.ablation.command import report_grid, run_grid, status_grid
 from tapa_lab.bench.attention import bench_attention
@@ -48,6 +47,11 @@ def lab_commands() -> dict[str, Callable | dict[str, Callable]]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tapa-lab`` console script."""
+    # Imported here, after the lab's modules: importing lightning.pytorch before rich changes how jsonargparse reads
+    # an `int | float` value (`--trainer.limit_val_batches=1` resolves to 1 instead of 1.0), and with it the cell ids
+    # of a grid; the module-level import order above is the one every grid folder so far was expanded with.
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     args = sys.argv[1:] if argv is None else argv
     torch.set_float32_matmul_precision("high")
     # Lightning 2.6 calls a pytree API that torch >= 2.10 deprecates: noise on every run, nothing for users to do.
