@@ -27,6 +27,7 @@ from tapa_lab.errors import ConfigError, require
 from tapa_lab.model import DecoderConfig, DecoderLM
 from tapa_lab.posenc import PositionalEncoding
 
+POSENC_FRAGMENTS = Path("experiments/posenc")
 DEFAULT_POSENCS = ["experiments/posenc/rope.yaml", "experiments/posenc/tapa.yaml", "experiments/posenc/alibi.yaml",
                    "experiments/posenc/nope.yaml"]
 
@@ -66,11 +67,17 @@ def architecture_of(model_config: str) -> DecoderConfig:
 
 
 def posenc_of(spec: str) -> tuple[str, dict]:
-    """A PE to benchmark, from a fragment (``experiments/posenc/tapa.yaml``) or a class path (``tapa_lab.posenc.TAPA``).
+    """A PE to benchmark, from a fragment (``experiments/posenc/tapa.yaml``, or its stem ``tapa``) or a class path
+    (``tapa_lab.posenc.TAPA``).
 
     Returns:
         ``(name, config)``: the fragment's stem or the class name in lower case, and ``{"class_path", "init_args"}``.
     """
+    if "." not in spec and "/" not in spec:  # a fragment's stem: rope, tapa, alibi, ...
+        fragments = sorted(path.stem for path in POSENC_FRAGMENTS.glob("*.yaml"))
+        require(spec in fragments, "posencs", f"a PE fragment's stem ({', '.join(fragments)}), a fragment's path or a "
+                "class path", spec)
+        spec = str(POSENC_FRAGMENTS / f"{spec}.yaml")
     if spec.endswith((".yaml", ".yml")):
         posenc = _parse(_model_section(spec, "posencs"), "posencs").posenc
         require(posenc is not None, "posencs", "PE fragments with a model.posenc section", spec)
@@ -146,7 +153,7 @@ def bench_training(
 
     Args:
         model_config: a preset YAML whose ``model.architecture`` is benchmarked.
-        posencs: PEs to compare: PE fragments (experiments/posenc/*.yaml, named by their stem) or class paths
+        posencs: PEs to compare: PE fragments (experiments/posenc/*.yaml, or just their stem: rope, tapa) or class paths
             (tapa_lab.posenc.<Class>, its defaults); ratios are to the one named ``rope``.
         seq_lens: training lengths L.
         tokens_per_batch: B x L held fixed across lengths (B = tokens_per_batch // L, at least 1).

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tapa_lab.__main__ import main
+from tapa_lab.bench.training import posenc_of
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "experiments" / "model" / "tiny.yaml")
@@ -25,9 +26,16 @@ def test_bench_training_writes_json_and_markdown(tmp_path):
     assert "| tapa | 32 | 2 |" in table and "x RoPE" in table
 
 
+def test_a_fragment_stem_names_the_fragment():
+    """``--posencs '[rope, tapa]'`` (the stems) is the same as the fragments' paths."""
+    assert posenc_of("tapa") == posenc_of("experiments/posenc/tapa.yaml")
+    assert posenc_of("rope-yarn")[1]["class_path"] == posenc_of("experiments/posenc/rope-yarn.yaml")[1]["class_path"]
+
+
 @pytest.mark.parametrize(("args", "field"), [
     (["--posencs", "[experiments/posenc/no-such-pe.yaml]"], "posencs"),
     (["--posencs", "[tapa_lab.posenc.NoSuchPE]"], "posencs"),
+    (["--posencs", "[ropee]"], "posencs"),
     (["--model_config", "experiments/model/no-such.yaml"], "model_config"),
     (["--device", "tpu"], "device"),
 ])
