@@ -20,7 +20,8 @@ from tapa_lab.ablation.layout import run_dir
 from tapa_lab.ablation.results import Row
 from tapa_lab.lit.metrics_file import read_metrics
 
-VAL_LOSS_TAG = re.compile(r"^val/loss(@.+x)?$")
+#: Validation losses at several lengths (``data.val_multiples``): ``val/loss@4x`` and so on.
+VAL_AT_LENGTH = re.compile(r"val/loss@(\d+)x")
 TABLE_STEPS = 6
 """Columns of the report's table: this many validation steps, evenly spread, the last one always included."""
 
@@ -42,9 +43,7 @@ def validation_curves(out_dir: Path, rows: list[Row]) -> Curves:
         if not row.finished:
             continue
         series = read_metrics(run_dir(out_dir, row.cell_id))
-        tags = [tag for tag in series if VAL_LOSS_TAG.match(tag)]
-        if any("@" in tag for tag in tags):
-            tags = [tag for tag in tags if "@" in tag]
+        tags = [tag for tag in series if VAL_AT_LENGTH.fullmatch(tag)] or [tag for tag in ["val/loss"] if tag in series]
         for tag in tags:
             for step, value in series[tag].items():
                 if math.isfinite(value):
@@ -76,10 +75,7 @@ def write_curves_csv(curves: Curves, path: Path) -> Path:
     return path
 
 
-def _multiple(tag: str) -> float:
-    """``val/loss@16x`` -> 16.0 (``val/loss`` -> 1.0), for ordering."""
-    match = re.search(r"@(.+)x$", tag)
-    try:
-        return float(match.group(1)) if match else 1.0
-    except ValueError:
-        return math.inf
+def _multiple(tag: str) -> int:
+    """``val/loss@16x`` -> 16 (``val/loss`` -> 1), for ordering."""
+    match = VAL_AT_LENGTH.fullmatch(tag)
+    return int(match.group(1)) if match else 1

@@ -123,28 +123,41 @@ def _stage_section(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folde
 
 def _tests(grid: Grid, rows: list[Row], metrics: list[str]) -> list[str]:
     lines: list[str] = []
-    for compared, baseline in ((axis, level) for axis, levels in grid.baseline.items() for level in levels):
-        tested = list(dict.fromkeys(_test_metric(m) for m in metrics if m != "steps"))
+    tested = list(dict.fromkeys(_test_metric(m) for m in metrics if m != "steps"))
+    groups = _groups(rows)
+    for compared, baseline, pairs in _baseline_pairs(grid, groups):
         lines += [f"Paired tests against `{compared}={baseline}` over seeds (candidate - baseline; negative is "
                   "better for losses and perplexities):", "",
                   "| cell | metric | n | mean diff | p (t) | p (Wilcoxon) | d_z |", "|---|---|---|---|---|---|---|"]
-        swept = grid.select_axis.name if grid.select_axis else None  # each side at its own selected level
-        base_rows = {(r.others(compared, swept), r.seed): r for r in rows
-                     if r.finished and r.levels[compared] == baseline}
-        for label, members in _groups([r for r in rows if r.levels.get(compared) != baseline]).items():
+        for label, base in pairs:
+            base_by_seed = {row.seed: row for row in groups[base] if row.finished}
             for test_metric in tested:
-                pairs = [(row.metrics[test_metric], base.metrics[test_metric]) for row in members if row.finished
-                         for base in [base_rows.get((row.others(compared, swept), row.seed))]
-                         if base is not None and _finite(row.metrics.get(test_metric))
-                         and _finite(base.metrics.get(test_metric))]
-                if not pairs:
+                values = [(row.metrics[test_metric], base_by_seed[row.seed].metrics[test_metric])
+                          for row in groups[label] if row.finished and row.seed in base_by_seed
+                          and _finite(row.metrics.get(test_metric))
+                          and _finite(base_by_seed[row.seed].metrics.get(test_metric))]
+                if not values:
                     continue
-                test = paired_test([a for a, _ in pairs], [b for _, b in pairs])
+                test = paired_test([a for a, _ in values], [b for _, b in values])
                 wilcoxon = _p(test.wilcoxon_pvalue) if test.wilcoxon_pvalue is not None else f"n < {WILCOXON_MIN_PAIRS}"
                 lines.append(f"| {label} | {test_metric} | {test.n} | {test.mean_diff:+.4g} | {_p(test.t_pvalue)} | "
                              f"{wilcoxon} | {_num(test.cohens_dz)} |")
         lines.append("")
     return lines
+
+
+def _baseline_pairs(grid: Grid, groups: dict[str, list[Row]]) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """Per baseline ``(axis, level)`` of the report: each candidate cell's label with its baseline cell's label, the
+    two equal on every other axis (each side at its own selected level of the swept axis). Seeds pair within them."""
+    swept = grid.select_axis.name if grid.select_axis else None
+    result = []
+    for compared, baseline in ((axis, level) for axis, levels in grid.baseline.items() for level in levels):
+        bases = {members[0].others(compared, swept): label for label, members in groups.items()
+                 if members[0].levels.get(compared) == baseline}
+        pairs = [(label, bases[key]) for label, members in groups.items() if members[0].levels.get(compared) != baseline
+                 and (key := members[0].others(compared, swept)) in bases]
+        result.append((compared, baseline, pairs))
+    return result
 
 
 def _figures(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folder: Path) -> list[str]:
@@ -193,8 +206,7 @@ def _curves(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folder: Path
              f"Mean over seeds at a few validation steps (every step: `{csv_path.name}`); rows `a - b`: the paired "
              "difference over seeds (candidate - baseline) and its t-test p.", "",
              f"![validation over training]({figure.name})", ""]
-    swept = grid.select_axis.name if grid.select_axis else None
-    groups = _groups(rows)
+    pairs = [pair for _, _, pairs in _baseline_pairs(grid, _groups(rows)) for pair in pairs]
     for tag, by_label in curves.items():
         steps = table_steps(by_label)
         lines += [f"`{tag}` by step:", "", "| cell | " + " | ".join(map(str, steps)) + " |",
@@ -202,20 +214,16 @@ def _curves(grid: Grid, rows: list[Row], stage: str, out_dir: Path, folder: Path
         for label, by_step in by_label.items():
             cells = [_num(float(np.mean(list(by_step[step].values())))) for step in steps]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        for compared, baseline in ((axis, level) for axis, levels in grid.baseline.items() for level in levels):
-            base_labels = {members[0].others(compared, swept): label for label, members in groups.items()
-                           if members[0].levels.get(compared) == baseline}
-            for label, members in groups.items():
-                base = base_labels.get(members[0].others(compared, swept))
-                if members[0].levels.get(compared) == baseline or base not in by_label or label not in by_label:
-                    continue
-                cells = []
-                for step in steps:
-                    ours, theirs = by_label[label][step], by_label[base][step]
-                    seeds = sorted(set(ours) & set(theirs))
-                    test = paired_test([ours[s] for s in seeds], [theirs[s] for s in seeds]) if len(seeds) > 1 else None
-                    cells.append("-" if test is None else f"{test.mean_diff:+.3f} (p {_p(test.t_pvalue)})")
-                lines.append(f"| {label} - {base} | " + " | ".join(cells) + " |")
+        for label, base in pairs:
+            if label not in by_label or base not in by_label:
+                continue
+            cells = []
+            for step in steps:
+                ours, theirs = by_label[label][step], by_label[base][step]
+                seeds = sorted(set(ours) & set(theirs))
+                test = paired_test([ours[s] for s in seeds], [theirs[s] for s in seeds]) if len(seeds) > 1 else None
+                cells.append("-" if test is None else f"{test.mean_diff:+.3f} (p {_p(test.t_pvalue)})")
+            lines.append(f"| {label} - {base} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 

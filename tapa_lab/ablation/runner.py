@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from tapa_lab.ablation.curves import VAL_AT_LENGTH
 from tapa_lab.ablation.expand import Cell
 from tapa_lab.ablation.layout import (
     CONFIG_FILE,
@@ -53,8 +53,6 @@ from tapa_lab.ablation.spec import Grid
 from tapa_lab.lit.metrics_file import read_metrics
 
 TRAINING_SCALARS = ("train/loss", "val/loss", "val/perplexity")
-#: Validation losses at several lengths (``data.val_multiples``): ``val/loss@4x`` and so on.
-VAL_AT_LENGTH = re.compile(r"val/loss@\d+x")
 
 
 def prepare_folder(grid: Grid, cells: list[Cell], out_dir: Path) -> None:
