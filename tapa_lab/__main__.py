@@ -48,8 +48,8 @@ def lab_commands() -> dict[str, Callable | dict[str, Callable]]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tapa-lab`` console script."""
     # Imported here, after the lab's modules: importing lightning.pytorch before rich changes how jsonargparse reads
-    # an `int | float` value (`--trainer.limit_val_batches=1` resolves to 1 instead of 1.0), and with it the cell ids
-    # of a grid; the module-level import order above is the one every grid folder so far was expanded with.
+    # an `int | float` value (`trainer.limit_val_batches: 8` resolves to 8 instead of 8.0). Cell ids no longer depend
+    # on it (ablation.spec.cell_digest), but the configs a grid writes keep the values every earlier grid wrote.
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     args = sys.argv[1:] if argv is None else argv

@@ -18,6 +18,7 @@ from tapa_lab.ablation.executor import SlurmOptions, check_layouts, resolve_exec
 from tapa_lab.ablation.expand import expand
 from tapa_lab.ablation.layout import SUBMITIT_DIR
 from tapa_lab.ablation.loader import load_grid
+from tapa_lab.ablation.migrate import migrate_legacy_cells
 from tapa_lab.ablation.report import write_report
 from tapa_lab.ablation.runner import Launcher, prepare_folder, record_invocation, run_cells, threads_per_worker
 from tapa_lab.ablation.spec import Grid, GridWarning
@@ -58,6 +59,10 @@ def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, 
     if dry_run:
         return
     check_layouts(executor, {cell.cell_id: cell.config["trainer"] for cell in cells})
+    renamed = migrate_legacy_cells(cells, folder)
+    if renamed:
+        console.print(f"{len(renamed)} cell folders renamed from their pre-canonical ids (nothing retrained): "
+                      + ", ".join(f"{old} -> {new}" for old, new in renamed))
     prepare_folder(spec, cells, folder)
     workers = workers or spec.workers
     launcher: Launcher | None = None

@@ -1,8 +1,9 @@
 """Expanding a grid into cells: each cell's config built and checked by ``tapa-lab fit``'s own parser.
 
 This is the one bridge between the grid format and the LightningCLI (:func:`tapa_lab.cli.run_lightning`). A cell's id
-is a hash of its resolved config: identical cells (e.g. the shared pretraining of RoPE and RoPE+PI in a
-context-extension grid) are one run.
+is a hash of the canonical form of its resolved config (:func:`~tapa_lab.ablation.spec.cell_digest`): identical
+cells (e.g. the shared pretraining of RoPE and RoPE+PI in a context-extension grid) are one run, whatever the calling
+process imported first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from tapa_lab.ablation.layout import CellInfo, last_checkpoint
-from tapa_lab.ablation.spec import Evaluation, Grid, GridError, cli_value, digest
+from tapa_lab.ablation.spec import Evaluation, Grid, GridError, cell_digest, cli_value, digest
 from tapa_lab.cli import run_lightning
 from tapa_lab.errors import ConfigError
 
@@ -42,10 +43,13 @@ class Cell(CellInfo):
     Attributes:
         config: the resolved config (every field, defaults included), without the logger.
         evaluation: the evaluation to run after training, or ``None``.
+        legacy_id: the id this cell had before ids were canonical (the plain digest of its config): a grid folder
+            written then is migrated to the canonical ids (:func:`tapa_lab.ablation.migrate.migrate_legacy_cells`).
     """
 
     config: dict[str, Any]
     evaluation: Evaluation | None
+    legacy_id: str | None = None
 
 
 def expand(grid: Grid, out_dir: Path) -> list[Cell]:
@@ -63,7 +67,7 @@ def expand(grid: Grid, out_dir: Path) -> list[Cell]:
     """
     parser = _lab_parser()
     cells: dict[str, Cell] = {}
-    by_levels: dict[tuple[str, tuple, int], str] = {}
+    by_levels: dict[tuple[str, tuple, int], tuple[str, str]] = {}  # -> (cell id, legacy id)
     for stage in grid.stages.values():
         for levels in grid.combinations():
             level_specs = [axis.level(levels[axis.name]) for axis in grid.axes]
@@ -85,17 +89,20 @@ def expand(grid: Grid, out_dir: Path) -> list[Cell]:
                 config = json.loads(json.dumps(resolved))
                 config["seed_everything"] = seed
                 config["trainer"].pop("logger", None)
-                parent = None
+                parent = legacy_parent = None
                 if stage.init_from is not None:
-                    parent = by_levels[(stage.init_from, tuple(levels.items()), seed)]
+                    parent, legacy_parent = by_levels[(stage.init_from, tuple(levels.items()), seed)]
+                    config["model"]["init_from"] = f"cell:{legacy_parent}"
+                    legacy_id = digest(config)
                     config["model"]["init_from"] = f"cell:{parent}"  # the identity: the parent cell, not its path
-                cell_id = digest(config)
-                if parent is not None:
+                    cell_id = cell_digest(config)
                     config["model"]["init_from"] = str(last_checkpoint(out_dir, parent))
-                by_levels[(stage.name, tuple(levels.items()), seed)] = cell_id
+                else:
+                    cell_id, legacy_id = cell_digest(config), digest(config)
+                by_levels[(stage.name, tuple(levels.items()), seed)] = (cell_id, legacy_id)
                 cells.setdefault(cell_id, Cell(cell_id=cell_id, stage=stage.name, levels=levels, seed=seed,
                                                init_from=parent, config=config,
-                                               evaluation=grid.stage_evaluation(stage)))
+                                               evaluation=grid.stage_evaluation(stage), legacy_id=legacy_id))
     return list(cells.values())
 
 

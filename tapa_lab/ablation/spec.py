@@ -200,5 +200,27 @@ def cli_value(value: Any) -> str:
 
 
 def digest(payload: Any) -> str:
-    """12 hex digits of the SHA-256 of ``payload`` as sorted JSON (cell ids, evaluation fingerprints)."""
+    """12 hex digits of the SHA-256 of ``payload`` as sorted JSON (evaluation fingerprints; cell ids before the
+    canonical form, see :func:`cell_digest`)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def canonical(payload: Any) -> Any:
+    """``payload`` with every integral float written as an int (``1.0`` -> ``1``), in nested dicts and lists.
+
+    jsonargparse may resolve the same YAML value of an ``int | float`` field (``trainer.limit_val_batches``,
+    ``trainer.val_check_interval``, ...) to ``1`` or ``1.0`` depending on which modules were imported before it; a cell
+    id must not depend on that.
+    """
+    if isinstance(payload, dict):
+        return {key: canonical(value) for key, value in payload.items()}
+    if isinstance(payload, list | tuple):
+        return [canonical(value) for value in payload]
+    if isinstance(payload, float) and payload.is_integer():
+        return int(payload)
+    return payload
+
+
+def cell_digest(config: Any) -> str:
+    """A cell's id: :func:`digest` of the :func:`canonical` form of its resolved config."""
+    return digest(canonical(config))
