@@ -121,6 +121,8 @@ class RunRecord(L.Callback):
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "data": trainer.datamodule.provenance() if trainer.datamodule is not None else None,
         }
+        if stage == "fit" and hasattr(pl_module, "describe_param_groups"):
+            record["param_groups"] = pl_module.describe_param_groups()
         stage = getattr(stage, "value", stage)
         path = Path(log_dir) / f"run_record_{stage}.json"
         resumed = stage != "fit" or any((path.parent / "checkpoints").glob("*.ckpt"))  # else a fresh start

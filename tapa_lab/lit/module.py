@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tapa_lab.data.document_ids import split_batch
 from tapa_lab.errors import ConfigError, require
 from tapa_lab.lit.checkpoint_io import load_checkpoint
 from tapa_lab.lit.compile import CompileConfig, compile_module
+from tapa_lab.lit.param_groups import ParamGroup, describe_groups, form_groups, validate_groups
 from tapa_lab.lit.schedules import instantiate_scheduler
 from tapa_lab.model import DecoderConfig, DecoderLM
 from tapa_lab.posenc import PositionalEncoding, RoPE
@@ -43,6 +44,10 @@ class OptimConfig:
     """Linear warm-up steps from 0 to lr."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of lr at the end of the cosine."""
+    groups: list[ParamGroup] = field(default_factory=list)
+    """Parameter groups with their own lr scale and weight decay, chosen by name pattern (first match wins), e.g.
+    ``[{match: "*.w[qk].phase", lr_scale: 0.1}]`` (:mod:`tapa_lab.lit.param_groups`); empty: the two default
+    groups."""
 
     def validate(self) -> None:
         require(self.lr > 0, "model.optim.lr", "> 0", self.lr)
@@ -50,6 +55,7 @@ class OptimConfig:
         require(all(0 <= b < 1 for b in self.betas), "model.optim.betas", "two values in [0, 1)", self.betas)
         require(self.warmup_steps >= 0, "model.optim.warmup_steps", ">= 0", self.warmup_steps)
         require(0 <= self.min_lr_ratio <= 1, "model.optim.min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
+        validate_groups(self.groups)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -92,6 +98,7 @@ class LanguageModel(L.LightningModule):
         self.optimizer_spec: dict[str, Any] | None = None
         self.lr_scheduler_spec: dict[str, Any] | None = None
         self.model = DecoderLM(vocab_size, architecture, posenc)
+        self.param_groups()  # a group pattern that matches nothing is refused here, before anything is written
         self.val_perplexity = Perplexity()
         self.test_perplexity = Perplexity()
         if init_from is not None:
@@ -152,6 +159,12 @@ class LanguageModel(L.LightningModule):
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self.flops_per_batch = training_flops(self.model, *split_batch(batch)[0][:, :-1].shape)
+        scalars: dict[str, float] = {}
+        for module in self.model.modules():  # PE schedules (TAPA's phase temperature) follow the optimizer step
+            if isinstance(module, PositionalEncoding):
+                scalars.update(module.on_train_step(self.global_step))
+        for name, value in scalars.items():
+            self.log(f"posenc/{name}", value)
 
     def on_validation_batch_start(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.flops_per_batch = training_flops(self.model, *split_batch(batch)[0][:, :-1].shape) // 3  # forward only
@@ -188,12 +201,23 @@ class LanguageModel(L.LightningModule):
         self.log("test/loss", loss, sync_dist=True, batch_size=tokens.shape[0])
         self.log("test/perplexity", self.test_perplexity)
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's param groups (:func:`tapa_lab.lit.param_groups.form_groups`): matrices decay, vectors do
+        not, and each ``model.optim.groups`` entry has its own lr scale and weight decay."""
+        decay = self.optim.weight_decay if self.optimizer_spec is None else None
+        return form_groups(self.named_parameters(), self.optim.groups, self.optim.lr, decay)
+
+    def describe_param_groups(self) -> list[dict[str, Any]]:
+        """The groups formed, for the fit log and the run record (label, names, sizes, lr, weight decay)."""
+        return describe_groups(self.param_groups(), self.named_parameters(), self.optim.lr)
+
     def configure_optimizers(self) -> dict:
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = self.param_groups()
+        if self.optim.groups and self.trainer.is_global_zero:
+            for row in self.describe_param_groups():
+                print(f"param group {row['group']!r}: lr {row['lr']:g}, weight_decay {row['weight_decay']}, "
+                      f"{row['tensors']} tensors / {row['elements']:,} elements: {', '.join(row['names'])}")
         if self.optimizer_spec is None:
-            groups[0]["weight_decay"] = self.optim.weight_decay
             optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
         else:
             optimizer = instantiate_class(groups, self.optimizer_spec)

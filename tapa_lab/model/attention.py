@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from tapa_lab.model.cache import Cache
+from tapa_lab.model.split_linear import HeadSplitLinear
 from tapa_lab.posenc.base import PositionalEncoding
 
 
@@ -28,11 +29,13 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.layer_idx = layer_idx
         self.head_dim = dim // n_heads
-        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        posenc.bind(n_heads, n_kv_heads, self.head_dim)
+        parts = posenc.qk_parts()  # e.g. TAPA's amplitude and phase rows, each its own parameter
+        self.wq = HeadSplitLinear(dim, n_heads, parts) if parts else nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = HeadSplitLinear(dim, n_kv_heads, parts) if parts else nn.Linear(dim, n_kv_heads * self.head_dim,
+                                                                                    bias=False)
         self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
-        posenc.bind(n_heads, n_kv_heads, self.head_dim)
         self.posenc = posenc
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

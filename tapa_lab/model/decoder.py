@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tapa_lab.errors import require
 from tapa_lab.model.blocks import Block, RMSNorm
 from tapa_lab.model.cache import Cache
+from tapa_lab.model.split_linear import HeadSplitLinear
 from tapa_lab.posenc.base import PositionalEncoding
 
 
@@ -98,14 +99,24 @@ class DecoderLM(nn.Module):
         (:meth:`PositionalEncoding.init_qk_`)."""
         std = self.config.init_std
         residual_std = std / math.sqrt(2 * self.config.n_layers)
-        for name, param in self.named_parameters():
-            if param.dim() < 2 or "posenc." in name:  # PE parameters keep the PE's own initialisation
+        seen: set[int] = set()
+        for module_name, module in self.named_modules():  # the order of named_parameters(): the same random draws
+            if isinstance(module, HeadSplitLinear):  # drawn as one interleaved matrix, as an nn.Linear would be
+                module.copy_weight_(torch.empty_like(module.weight).normal_(mean=0.0, std=std))
                 continue
-            is_residual_out = name.endswith("attn.wo.weight") or name.endswith("mlp.w2.weight")
-            nn.init.normal_(param, mean=0.0, std=residual_std if is_residual_out else std)
+            for param_name, param in module.named_parameters(prefix=module_name, recurse=False):
+                if id(param) in seen or param.dim() < 2 or "posenc." in param_name:  # PE parameters keep
+                    continue                                                           # the PE's own init
+                seen.add(id(param))
+                is_residual_out = param_name.endswith("attn.wo.weight") or param_name.endswith("mlp.w2.weight")
+                nn.init.normal_(param, mean=0.0, std=residual_std if is_residual_out else std)
         with torch.no_grad():
             for block in self.blocks:  # the PE may rescale the parts of q and k it gives a role to (TAPA)
-                block.attn.posenc.init_qk_(block.attn.wq.weight, block.attn.wk.weight)
+                wq, wk = block.attn.wq.weight, block.attn.wk.weight
+                block.attn.posenc.init_qk_(wq, wk)
+                for projection, weight in ((block.attn.wq, wq), (block.attn.wk, wk)):
+                    if isinstance(projection, HeadSplitLinear):
+                        projection.copy_weight_(weight)
 
     def forward(self, tokens: Tensor, positions: Tensor | None = None, cache: Cache | None = None,
                 document_ids: Tensor | None = None) -> Tensor:

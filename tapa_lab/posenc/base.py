@@ -129,6 +129,21 @@ class PositionalEncoding(nn.Module):
         return causal_attention(q, k, v, scale=self.softmax_scale, alibi_slopes=self.score_bias(),
                                 backend=self.backend, document_ids=document_ids)
 
+    def on_train_step(self, step: int) -> dict[str, float]:
+        """Called by the LightningModule before each training step (``step`` = optimizer steps done); a PE with a
+        schedule updates its state here. Returns scalars to log under ``posenc/<name>``; none by default."""
+        return {}
+
+    def qk_parts(self) -> tuple[tuple[str, int], ...] | None:
+        """Named parts of each head's D dims of q and k that get their own parameters in the q and k projections
+        (``attn.wq.<name>``, ``attn.wk.<name>``), so an optimizer group can match them; ``None`` (the default): one
+        ``weight`` each. Called after :meth:`bind`.
+
+        Returns:
+            ``((name, dims), ...)`` in the order the dims appear in a head, summing to D; or ``None``.
+        """
+        return None
+
     def init_qk_(self, wq: Tensor, wk: Tensor) -> None:
         """Adjust the freshly initialised q and k projection weights in place; nothing by default.
 

@@ -38,6 +38,12 @@ Options for diagnosing TAPA (not in the paper; every default reproduces the pape
 
   so a head can have a coherent distance kernel (what the static phase learns quickly) and a content-dependent part.
   Run on the same kernel as one more phase dimension: [q', c_h / scale] . [k', 1] * scale = phi + c_h.
+- Phase schedule (``phase_schedule``): tau annealed over training steps from ``start`` to ``end`` (cosine or linear;
+  :mod:`tapa_lab.posenc.phase_schedule`), applied like the learnable temperature (q' times 1/tau(t), a buffer set at
+  every step and kept in checkpoints) and logged as ``posenc/phase_temperature``.
+- Parameter groups: the amplitude and phase rows of W_q and W_k are the parameters ``attn.wq.amplitude``,
+  ``attn.wq.phase``, ``attn.wk.amplitude``, ``attn.wk.phase`` (:meth:`TAPA.qk_parts`), so ``model.optim.groups`` can
+  give the phase its own learning rate (:mod:`tapa_lab.lit.param_groups`).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from torch import Tensor, nn
 from tapa_lab.errors import require
 from tapa_lab.kernels import Backend, tapa_attention
 from tapa_lab.posenc.base import PositionalEncoding
+from tapa_lab.posenc.phase_schedule import PhaseSchedule
 
 PhaseNorm = Literal["none", "rms", "rms_gain"]
 """Normalisation of the phase vectors: none (the paper), RMS, or RMS with learnable gains."""
@@ -79,12 +86,15 @@ class TAPA(PositionalEncoding):
             with learnable per-dimension gains); see the module docstring.
         phase_offset: initial value of a learned per-head constant c_h added to the phase; nonzero (at 0 its
             gradient through the cosine vanishes with the content phase's); null: no offset (the paper).
+        phase_schedule: anneal tau over training steps (``{start: 4, end: 1, steps: 1000, shape: cosine}``); null:
+            a constant tau (the paper). Replaces ``phase_temperature`` (leave it at 1) and ``learnable_temperature``.
     """
 
     def __init__(self, alpha: float = 0.1, theta: float = 0.5, two_pi: bool = True, learnable_alpha: bool = False,
                  chunk_size: int | None = None, backend: Backend = "auto", phase_temperature: float = 1.0,
                  learnable_temperature: bool = False, amp_init_scale: float = 1.0, phase_init_scale: float = 1.0,
-                 phase_norm: PhaseNorm = "none", phase_offset: float | None = None) -> None:
+                 phase_norm: PhaseNorm = "none", phase_offset: float | None = None,
+                 phase_schedule: PhaseSchedule | None = None) -> None:
         super().__init__(backend)
         require(alpha > 0, "model.posenc.init_args.alpha", "> 0", alpha)
         require(0 < theta < 1, "model.posenc.init_args.theta", "in the open interval (0, 1)", theta)
@@ -106,7 +116,11 @@ class TAPA(PositionalEncoding):
         self.amp_init_scale = amp_init_scale
         self.phase_init_scale = phase_init_scale
         self.phase_norm = phase_norm
+        require(phase_schedule is None or (phase_temperature == 1.0 and not learnable_temperature),
+                "model.posenc.init_args.phase_schedule", "null when phase_temperature != 1 or learnable_temperature "
+                "(the schedule sets tau)", phase_schedule)
         self.phase_offset = phase_offset
+        self.phase_schedule = phase_schedule
         self.amp_dim = 0
         self.phase_dim = 0
 
@@ -125,6 +139,22 @@ class TAPA(PositionalEncoding):
             self.k_phase_gain = nn.Parameter(torch.ones(self.phase_dim))
         if self.phase_offset is not None:
             self.phase_bias = nn.Parameter(torch.full((n_heads,), float(self.phase_offset)))
+        if self.phase_schedule is not None:  # 1 / tau(step), set by on_train_step; saved with the weights
+            self.register_buffer("phase_inverse_temperature", torch.tensor(1.0 / self.phase_schedule.start))
+
+    def on_train_step(self, step: int) -> dict[str, float]:
+        """Set tau to the schedule's value at ``step`` (no schedule, or the model-level copy that is never bound:
+        nothing); returns ``{"phase_temperature": tau}``."""
+        if self.phase_schedule is None or self.phase_dim == 0:
+            return {}
+        temperature = self.phase_schedule.temperature(step)
+        self.phase_inverse_temperature.fill_(1.0 / temperature)
+        return {"phase_temperature": temperature}
+
+    def qk_parts(self) -> tuple[tuple[str, int], ...]:
+        """``amplitude`` (the first Da dims of each head) and ``phase`` (the other Dp): the parameters
+        ``attn.wq.amplitude``, ``attn.wq.phase``, ``attn.wk.amplitude``, ``attn.wk.phase`` of every layer."""
+        return (("amplitude", self.amp_dim), ("phase", self.phase_dim))
 
     def init_qk_(self, wq: Tensor, wk: Tensor) -> None:
         """Scale the amplitude rows of each head of W_q, W_k by ``amp_init_scale`` and the phase rows by
@@ -179,6 +209,8 @@ class TAPA(PositionalEncoding):
         if self.learnable_temperature:
             inverse = self.log_temperature.neg().exp().to(q_vec.dtype).view(1, -1, 1, 1)  # (1, H, 1, 1)
             q_vec = q_vec * inverse
+        elif self.phase_schedule is not None:
+            q_vec = q_vec * self.phase_inverse_temperature.to(q_vec.dtype)
         elif self.phase_temperature != 1.0:
             scale = scale / self.phase_temperature
         return q_vec, k_vec, scale
@@ -224,7 +256,7 @@ class TAPA(PositionalEncoding):
                 f"learnable_alpha={self.learnable_alpha}, phase_temperature={self.phase_temperature}, "
                 f"learnable_temperature={self.learnable_temperature}, amp_init_scale={self.amp_init_scale}, "
                 f"phase_init_scale={self.phase_init_scale}, phase_norm={self.phase_norm}, "
-                f"phase_offset={self.phase_offset}, {super().extra_repr()}")
+                f"phase_offset={self.phase_offset}, phase_schedule={self.phase_schedule}, {super().extra_repr()}")
 
 
 class TAPALinearPhase(TAPA):
@@ -250,17 +282,18 @@ class TAPAStaticPhase(TAPA):
     Args:
         phase_init: initial value of every c_h; nonzero (at 0 the gradient of cos vanishes).
         alpha, theta, two_pi, learnable_alpha, chunk_size, backend: as :class:`TAPA`.
-        phase_temperature, learnable_temperature, amp_init_scale, phase_init_scale, phase_norm, phase_offset: as
-            :class:`TAPA` (the phase rows and their normalisation are unused here).
+        phase_temperature, learnable_temperature, amp_init_scale, phase_init_scale, phase_norm, phase_offset,
+            phase_schedule: as :class:`TAPA` (the phase rows and their normalisation are unused here).
     """
 
     def __init__(self, phase_init: float = 0.1, alpha: float = 0.1, theta: float = 0.5, two_pi: bool = True,
                  learnable_alpha: bool = False, chunk_size: int | None = None, backend: Backend = "auto",
                  phase_temperature: float = 1.0, learnable_temperature: bool = False, amp_init_scale: float = 1.0,
                  phase_init_scale: float = 1.0, phase_norm: PhaseNorm = "none",
-                 phase_offset: float | None = None) -> None:
+                 phase_offset: float | None = None, phase_schedule: PhaseSchedule | None = None) -> None:
         super().__init__(alpha, theta, two_pi, learnable_alpha, chunk_size, backend, phase_temperature,
-                         learnable_temperature, amp_init_scale, phase_init_scale, phase_norm, phase_offset)
+                         learnable_temperature, amp_init_scale, phase_init_scale, phase_norm, phase_offset,
+                         phase_schedule)
         require(phase_init != 0, "model.posenc.init_args.phase_init", "nonzero", phase_init)
         self.phase_init = phase_init
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def test_pe_fragment_swaps_only_the_posenc(fragment, in_tmp):
     assert isinstance(posenc, PositionalEncoding)
     assert f"{type(posenc).__module__.rsplit('.', 1)[0]}.{type(posenc).__name__}" == expected["class_path"]
     for key, value in expected.get("init_args", {}).items():
-        assert getattr(posenc, key) == value
+        actual = getattr(posenc, key)
+        assert (asdict(actual) if is_dataclass(actual) else actual) == value
     assert model.model.config.d_model == 128  # the tiny preset is untouched
 
 
@@ -92,8 +94,13 @@ def test_extension_config_switches_pe_and_length(config, in_tmp):
 
 @pytest.mark.parametrize("fragment", OPTIM_FRAGMENTS, ids=lambda p: p.stem)
 def test_optim_fragment_swaps_only_the_optimizer_or_schedule(fragment, in_tmp):
-    model = instantiate(EXPERIMENTS / "model" / "tiny.yaml", fragment)
     expected = yaml.safe_load(fragment.read_text())
+    groups = expected.get("model", {}).get("optim", {}).get("groups", [])
+    tapa = [EXPERIMENTS / "posenc" / "tapa.yaml"] if groups else []  # the group fragments name TAPA's parameters
+    model = instantiate(EXPERIMENTS / "model" / "tiny.yaml", *tapa, fragment)
+    assert [asdict(group) for group in model.optim.groups] == [{"lr_scale": 1.0, "weight_decay": None, **group}
+                                                                for group in groups]
+    assert len(model.param_groups()) > 2 if groups else len(model.param_groups()) == 2
     for key, spec in (("optimizer", model.optimizer_spec), ("lr_scheduler", model.lr_scheduler_spec)):
         if key not in expected:
             assert spec is None, key  # the lab's default stays

@@ -12,6 +12,7 @@ import torch
 
 from tapa_lab.model import DecoderConfig, DecoderLM, KVCache
 from tapa_lab.posenc import TAPA, PositionalEncoding, pe_classes
+from tapa_lab.posenc.phase_schedule import PhaseSchedule
 
 TRAIN_LEN = 32
 """Given to the length arguments of PEs that take one; the longest prompt exceeds it."""
@@ -119,3 +120,13 @@ def test_cache_rejects_a_layer_out_of_order():
     cache = KVCache()
     with pytest.raises(IndexError, match="layer 1 before layer 0"):
         cache.update(torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), layer_idx=1)
+
+
+def test_cached_decoding_mid_phase_schedule_equals_full_forward():
+    """TAPA half-way through its phase-temperature schedule (tau 2.5: a buffer, the same for every cached token)."""
+    schedule = PhaseSchedule(start=4.0, end=1.0, steps=10, shape="linear")
+    model = make_model(lambda backend: TAPA(phase_schedule=schedule, backend=backend), "torch")
+    for block in model.blocks:
+        assert block.attn.posenc.on_train_step(5) == {"phase_temperature": 2.5}
+    for prompt_len in PROMPTS:
+        assert_cached_decoding_matches_full_forward(model, prompt_len)
