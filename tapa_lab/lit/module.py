@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ class OptimConfig:
     """Linear warm-up steps from 0 to lr."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of lr at the end of the cosine."""
-    groups: list[ParamGroup] = field(default_factory=list)
+    groups: list[ParamGroup] = dataclass_field(default_factory=list)
     """Parameter groups with their own lr scale and weight decay, chosen by name pattern (first match wins), e.g.
     ``[{match: "*.w[qk].phase", lr_scale: 0.1}]`` (:mod:`tapa_lab.lit.param_groups`); empty: the two default
     groups."""

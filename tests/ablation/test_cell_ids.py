@@ -42,10 +42,11 @@ def test_a_process_importing_lightning_first_expands_the_same_ids_as_the_command
 def test_the_legacy_id_is_the_id_the_earlier_runs_of_a_committed_grid_had():
     # Expanded in a process with the command's import order (the one every earlier grid folder was written with:
     # here, under pytest, lightning came first and `limit_val_batches: 8` resolves to 8 instead of 8.0).
+    grid = str(RESULTS / "extrapolation" / "grid.yaml")
     script = ("import json, tapa_lab.__main__; from pathlib import Path\n"
               "from tapa_lab.ablation.expand import expand; from tapa_lab.ablation.loader import load_grid\n"
               "from tapa_lab.ablation.spec import digest\n"
-              f"cells = expand(load_grid(Path({str(RESULTS / 'extrapolation' / 'grid.yaml')!r})), Path('/nonexistent'))\n"
+              f"cells = expand(load_grid(Path({grid!r})), Path('/nonexistent'))\n"
               "assert all(c.legacy_id == digest(c.config) for c in cells)  # one stage: no parent in the payload\n"
               "print(json.dumps([[c.levels['pe'], c.legacy_id, c.cell_id] for c in cells]))")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
