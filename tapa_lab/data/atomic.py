@@ -8,6 +8,7 @@ process is dead (same host) or, for other hosts, that have not changed for an ho
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -119,3 +120,20 @@ def atomic_directory(path: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``path`` (created if missing) for the block; other processes wait.
+
+    Two processes preparing the same corpus or token cache at once (the workers of a grid, the ranks of a DDP run)
+    take turns: the second finds the first one's result and reuses it, instead of replacing the folder the first
+    one is still writing into.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from tapa_lab.data.atomic import atomic_directory, remove_stale_temporaries
+from tapa_lab.data.atomic import atomic_directory, exclusive_lock, remove_stale_temporaries
 from tapa_lab.data.file_records import damaged_files, record_files
 from tapa_lab.data.manifest import DOCUMENTS_FILE, MANIFEST_FILE, DocumentEntry, Manifest
 
@@ -83,6 +83,10 @@ class Corpus(ABC):
             CorpusError: the recipe yields no non-empty document, or two documents with the same id.
         """
         data_dir = Path(data_dir)
+        with exclusive_lock(data_dir / f".{self.name}.lock"):  # concurrent prepares take turns (grid workers)
+            return self._prepare(data_dir)
+
+    def _prepare(self, data_dir: Path) -> Manifest:
         directory = data_dir / self.name
         remove_stale_temporaries(data_dir)  # left by prepares that were killed
         recipe = self.recipe()

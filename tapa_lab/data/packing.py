@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tapa_lab.data.atomic import atomic_directory, remove_stale_temporaries, write_text_atomic
+from tapa_lab.data.atomic import atomic_directory, exclusive_lock, remove_stale_temporaries, write_text_atomic
 from tapa_lab.data.corpus import Corpus
 from tapa_lab.data.file_records import damaged_files, record_files
 from tapa_lab.data.manifest import Manifest
@@ -103,6 +103,12 @@ def pack_corpus(corpus: Corpus, tokenizer: Tokenizer, data_dir: str | Path, val_
     manifest = corpus.prepare(data_dir)
     fingerprint = cache_fingerprint(manifest, tokenizer, val_fraction, test_fraction)
     directory = manifest.directory / "cache" / fingerprint
+    with exclusive_lock(directory.parent / f".{fingerprint}.lock"):  # concurrent builds take turns
+        return _pack(manifest, directory, fingerprint, corpus, tokenizer, val_fraction, test_fraction)
+
+
+def _pack(manifest: Manifest, directory: Path, fingerprint: str, corpus: Corpus, tokenizer: Tokenizer,
+          val_fraction: float, test_fraction: float) -> PackedCorpus:
     remove_stale_temporaries(directory.parent)
     if (directory / META_FILE).exists():
         damaged = damaged_files(directory, json.loads((directory / META_FILE).read_text()).get("files", {}))
