@@ -151,6 +151,16 @@ def test_bad_config_value_is_refused_at_expansion_naming_the_field(write_grid, t
     assert "theta" in str(error.value) and "1.5" in str(error.value)
 
 
+def test_a_parameter_group_matching_nothing_in_a_cell_is_refused_at_expansion(write_grid, tmp_path):
+    grid = minimal_grid()
+    grid["axes"]["pe"]["levels"]["rope"]["set"] = {"model.optim.groups": [{"match": "*.attn.wq.phase"}]}
+    with pytest.raises(GridError) as error:
+        expand(load_grid(write_grid(grid)), tmp_path)
+    message = str(error.value)
+    assert "pe=rope" in message and "model.optim.groups[0].match = '*.attn.wq.phase'" in message
+    assert "attn.wq.weight" in message  # the names it could have matched
+
+
 def test_relative_fragments_are_read_from_the_lab_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the lab root: fragments resolve through the grid's own location
     grid = load_grid(EXPERIMENTS / "ablations" / "smoke.yaml")
