@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import instantiate_class
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.text import Perplexity
 
 from tapa_lab.data.document_ids import split_batch
@@ -21,7 +23,8 @@ from tapa_lab.lit.checkpoint_io import load_checkpoint
 from tapa_lab.lit.compile import CompileConfig, compile_module
 from tapa_lab.lit.schedules import instantiate_scheduler
 from tapa_lab.model import DecoderConfig, DecoderLM
-from tapa_lab.posenc import PositionalEncoding, RoPE
+from tapa_lab.posenc import PositionalEncoding
+from tapa_lab.posenc.rope import RoPE
 
 Batch = Tensor | tuple[Tensor, Tensor]
 """A batch of windows ``(B, L + 1)``, or ``(tokens, document_ids)`` with ``data.document_mask``."""
@@ -179,7 +182,8 @@ class LanguageModel(L.LightningModule):
 
     def _val_loss_tags(self) -> list[list[str]]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return datamodule.val_loss_tags() if hasattr(datamodule, "val_loss_tags") else [["val/loss"]]
+        tags = getattr(datamodule, "val_loss_tags", None)
+        return tags() if tags is not None else [["val/loss"]]
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         loss, logits = self.loss(batch)
@@ -188,7 +192,7 @@ class LanguageModel(L.LightningModule):
         self.log("test/loss", loss, sync_dist=True, batch_size=tokens.shape[0])
         self.log("test/perplexity", self.test_perplexity)
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
         groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -198,6 +202,7 @@ class LanguageModel(L.LightningModule):
         else:
             optimizer = instantiate_class(groups, self.optimizer_spec)
         total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler: LRScheduler
         if self.lr_scheduler_spec is None:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(
                 step, self.optim.warmup_steps, total_steps, self.optim.min_lr_ratio))
