@@ -10,7 +10,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True  # every session reuses its virtualenv
 
 TORCH = os.environ.get("TAPA_LAB_TORCH", "torch==2.13.0")
@@ -34,6 +34,18 @@ def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install("ruff>=0.5")
     session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check tapa_lab/ with mypy (settings: ``[tool.mypy]`` in pyproject.toml); args replace the default paths.
+
+    The lab is installed with the extras tapa_lab/ imports, so mypy reads torch's, Lightning's and transformers' own
+    annotations.
+    """
+    install(session, "hf,cluster")
+    session.install("mypy==2.4.1", "types-PyYAML")
+    session.run("mypy", *session.posargs)
 
 
 @nox.session

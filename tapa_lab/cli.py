@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import (
     RichModelSummary,
     RichProgressBar,
 )
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
 from torch.optim import Optimizer
 
 from tapa_lab.cli_parser import LabArgumentParser, check_config_files, config_files
@@ -83,7 +83,7 @@ class LabCLI(LightningCLI):
         parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
         parser.link_arguments("model.optim.lr", "optimizer.init_args.lr")  # one learning-rate key for every optimizer
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         if args is None or isinstance(args, list):
             check_config_files(sys.argv[1:] if args is None else args)
             check_optimizer_lr_not_given(sys.argv[1:] if args is None else args)

@@ -155,8 +155,8 @@ class ClusterLauncher:
             if reason is None:
                 todo.append(cell)
             else:
-                done = reason == "done" and previous is not None
-                results[cell.cell_id] = previous if done else CellResult(cell.cell_id, "pending", reason)
+                kept = previous if reason == "done" else None
+                results[cell.cell_id] = kept or CellResult(cell.cell_id, "pending", reason)
         if not todo:
             return
         layouts = {cell.cell_id: task_layout(cell.config["trainer"]) if phase == "train" else TaskLayout()
@@ -180,7 +180,7 @@ class ClusterLauncher:
             error = job.exception()
             result = read_result(self.out_dir, cell.cell_id)
             stale = result is None or _mtime(cell_dir(self.out_dir, cell.cell_id)) < submitted
-            if stale:  # the task died before writing its result (killed, out of memory, node failure)
+            if result is None or stale:  # the task died before writing its result (killed, out of memory, node failure)
                 line = _last_line(str(error)) if error is not None else f"job {job.job_id} ended without a result"
                 result = CellResult(cell.cell_id, "failed", line).write(cell_dir(self.out_dir, cell.cell_id))
             results[cell.cell_id] = result

@@ -58,8 +58,10 @@ def table_steps(by_label: dict[str, dict[int, dict[int, float]]], count: int = T
     common = sorted(set.intersection(*(set(by_step) for by_step in by_label.values()))) if by_label else []
     if len(common) <= count:
         return common
-    targets = [common[-1] * k / (count - 1) for k in range(1, count)]
-    return sorted({common[0], *(min(common, key=lambda step, t=t: abs(step - t)) for t in targets)})
+    def nearest(target: float) -> int:
+        return min(common, key=lambda step: abs(step - target))
+
+    return sorted({common[0], *(nearest(common[-1] * k / (count - 1)) for k in range(1, count))})
 
 
 def write_curves_csv(curves: Curves, path: Path) -> Path:

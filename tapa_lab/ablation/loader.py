@@ -91,18 +91,18 @@ def load_grid(path: str | Path, check_fragments: bool = True) -> Grid:
     baseline = {str(k): tuple(level_name(x) for x in (v if isinstance(v, list) else [v]))
                 for k, v in _mapping(report.get("baseline", {}), "report.baseline").items()}
     for axis_name, levels in baseline.items():
-        axis = next((a for a in axes if a.name == axis_name), None)
-        if axis is None:
+        compared = next((a for a in axes if a.name == axis_name), None)
+        if compared is None:
             raise GridError(f"report.baseline: unknown axis {axis_name!r}; axes are {names}.")
-        if axis.select:
+        if compared.select:
             raise GridError(f"report.baseline.{axis_name}: the selected axis cannot be the compared one.")
         if not levels:
             raise GridError(f"report.baseline.{axis_name}: a level or a non-empty list of levels of {axis_name} "
-                            f"({list(axis.levels)}).")
-        for level in levels:
-            if level not in axis.levels:
-                raise GridError(f"report.baseline.{axis_name} = {level!r}: not a level of {axis_name} "
-                                f"({list(axis.levels)}).")
+                            f"({list(compared.levels)}).")
+        for baseline_level in levels:
+            if baseline_level not in compared.levels:
+                raise GridError(f"report.baseline.{axis_name} = {baseline_level!r}: not a level of {axis_name} "
+                                f"({list(compared.levels)}).")
     metrics = report.get("metrics", [])
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise GridError(f"report.metrics = {metrics!r}: a list of metric names.")

@@ -4,6 +4,7 @@ passkey heatmaps."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -15,15 +16,18 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from tapa_lab.ablation.stats import summarize  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import ColorType
+
 MARKERS = "osD^vP*Xh<>p"
 LEGEND_INSIDE_MAX = 6
 """Legends with more entries go to the right of the axes, so they never hide a curve."""
 
 
-def line_styles(n: int) -> list[tuple[tuple[float, float, float], str, str]]:
+def line_styles(n: int) -> list[tuple[ColorType, str, str]]:
     """``n`` distinct ``(color, marker, linestyle)``: tab10 colours up to 10 lines, tab20 up to 20, then dashed and
     dotted lines; the marker changes with every line, so two curves never look alike."""
-    colors = plt.get_cmap("tab10" if n <= 10 else "tab20").colors
+    colors = matplotlib.color_sequences["tab10" if n <= 10 else "tab20"]  # the colours of the tab10/tab20 colormaps
     return [(colors[i % len(colors)], MARKERS[i % len(MARKERS)], ("-", "--", ":")[(i // len(colors)) % 3])
             for i in range(n)]
 

@@ -66,7 +66,7 @@ def write_report(out_dir: Path) -> Path:
 def _header(grid: Grid, rows: list[Row], out_dir: Path) -> list[str]:
     history = _history(out_dir)
     record = _run_record(out_dir, rows)
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for row in rows:
         counts[row.result.status] += 1
     lines = [f"# Ablation grid `{grid.name}`", "", grid.description, "",
@@ -243,7 +243,7 @@ def _problems(rows: list[Row]) -> list[str]:
 def _appendix(grid: Grid, rows: list[Row]) -> list[str]:
     axis = grid.select_axis
     lines = []
-    if axis is not None:
+    if axis is not None and axis.select is not None:
         chosen = select_levels(grid, rows)
         lines += [f"## Appendix: `{axis.name}` sweep (selection on mean `{axis.select}`, minimised)", "",
                   f"| cell | n | {axis.select} | selected |", "|---|---|---|---|"]

@@ -116,7 +116,7 @@ def select_levels(grid: Grid, rows: list[Row]) -> dict[tuple, tuple[str, float]]
         ``{row.others(axis): (level, mean)}``; empty when no axis is swept.
     """
     axis = grid.select_axis
-    if axis is None:
+    if axis is None or axis.select is None:
         return {}
     values: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import yaml
 from rich.console import Console
@@ -140,6 +140,7 @@ def run_phase(phase: Phase, cell: Cell, out_dir: Path, threads: int, results: di
                       or CellResult(cell.init_from, "pending", "not run yet"))
         return train_cell(cell, out_dir, threads, parent, fit_args)
     trained = results.get(cell.cell_id) or read_result(out_dir, cell.cell_id)
+    assert trained is not None, f"cell {cell.cell_id} is evaluated only once trained (_to_evaluate)"
     return evaluate_cell(cell, out_dir, threads, trained)
 
 
@@ -158,7 +159,7 @@ class LocalLauncher:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def run(self, phase: Phase, stage: str, cells: list[Cell], results: dict[str, CellResult]) -> None:
@@ -263,13 +264,15 @@ def evaluate_cell(cell: Cell, out_dir: Path, threads: int, trained: CellResult) 
 
 def _evaluate_owned(cell: Cell, out_dir: Path, threads: int, trained: CellResult, lock: CellLock) -> CellResult:
     folder = cell_dir(out_dir, cell.cell_id)
-    fingerprint = cell.evaluation.fingerprint()
+    evaluation = cell.evaluation
+    assert evaluation is not None, f"cell {cell.cell_id} asks for no evaluation (_to_evaluate)"
+    fingerprint = evaluation.fingerprint()
     marker = folder / EVALUATED_MARKER
     wall = dict(trained.wall_s)
     run = run_dir(out_dir, cell.cell_id)
     if not (marker.is_file() and marker.read_text() == fingerprint):
         start = time.perf_counter()
-        code = lab_process(["eval", "--run", str(run), *cell.evaluation.command_args()], folder / LOG_FILE, threads,
+        code = lab_process(["eval", "--run", str(run), *evaluation.command_args()], folder / LOG_FILE, threads,
                            lock)
         wall["eval"] = time.perf_counter() - start
         if code != 0:

@@ -134,7 +134,7 @@ class Axis:
 
     def level(self, name: str) -> Level:
         """The fragments and keys of one level (value axes: ``{key: value}``)."""
-        if name in self.levels:
+        if name in self.levels or self.key is None:  # only a value axis has per-level values
             return self.levels[name]
         values = {level_name(v): v for table in self.per_level.values() for vs in table.values() for v in vs}
         return Level(set={self.key: values[name]})

@@ -58,7 +58,7 @@ class PairedTest:
     cohens_dz: float
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Summary:
     """Mean, standard deviation and the ``confidence`` t interval ``mean +- t_{n-1} * sd / sqrt(n)``."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:

@@ -30,7 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tapa_lab.bench.table import write_report
 from tapa_lab.devices import resolve_device
 from tapa_lab.errors import require
-from tapa_lab.kernels import causal_attention, rope_rotate, tapa_attention
+from tapa_lab.kernels import Backend, causal_attention, rope_rotate, tapa_attention
 from tapa_lab.kernels.reference import tapa_attention_reference
 from tapa_lab.kernels.rope_torch import rotate
 
@@ -85,11 +85,11 @@ def _attention(name: str, head_dim: int, alpha: float, theta: float) -> Attentio
             slopes_cache[q.device] = 2.0 ** (-8.0 * exponents / q.shape[1])
         return slopes_cache[q.device]
 
-    def tapa(backend: str) -> Attention:
+    def tapa(backend: Backend) -> Attention:
         return lambda q, k, v: tapa_attention(q[..., :da], k[..., :da], q[..., da:], k[..., da:], v, alpha=alpha,
                                               amp_scale=amp_scale, phase_scale=phase_scale, backend=backend)
 
-    def alibi(backend: str) -> Attention:
+    def alibi(backend: Backend) -> Attention:
         return lambda q, k, v: causal_attention(q, k, v, scale=head_dim**-0.5, alibi_slopes=slopes(q), backend=backend)
 
     if name == "rope-sdpa-compiled":

@@ -19,7 +19,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -80,7 +80,7 @@ def _models(run: str | None, checkpoint: str, model_config: str, posencs: list[s
         name = loaded.config["model"]["posenc"]["class_path"].rsplit(".", 1)[-1].lower()
         return {name: loaded.model.model}, loaded.train_seq_len, f"run {run} ({loaded.checkpoint.name})"
     architecture = architecture_of(model_config)
-    seq_len = ((yaml.safe_load(Path(model_config).read_text()) or {}).get("data") or {}).get("seq_len")
+    seq_len: Any = ((yaml.safe_load(Path(model_config).read_text()) or {}).get("data") or {}).get("seq_len")
     require(isinstance(seq_len, int) and seq_len >= 1, "model_config", "a preset YAML with data.seq_len",
             model_config)
     models = {}

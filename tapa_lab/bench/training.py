@@ -14,6 +14,7 @@ import platform
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ def _model_section(path: str, field: str) -> dict:
     """The ``model`` mapping of a YAML file (a preset or a PE fragment), or a ConfigError naming ``field``."""
     require(Path(path).is_file(), field, "an existing YAML file (see experiments/)", path)
     try:
-        model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+        model: Any = (yaml.safe_load(Path(path).read_text()) or {}).get("model")  # checked below
     except yaml.YAMLError as error:
         raise ConfigError(f"{field} = {path!r} is not valid YAML: {str(error).splitlines()[0]}") from None
     require(isinstance(model, dict), field, "a YAML file with a model: section", path)

@@ -12,6 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tapa_lab.data.eval_windows import EvalWindows
+from tapa_lab.data.train_windows import TrainWindows
+
 
 def document_ids(tokens: Tensor, eod_id: int) -> Tensor:
     """Per-token document index inside each window: the count of end-of-document tokens before it.
@@ -46,11 +49,13 @@ class WithDocumentIds(Dataset):
         eod_id: the end-of-document token id.
     """
 
-    def __init__(self, windows: Dataset, eod_id: int) -> None:
+    def __init__(self, windows: TrainWindows | EvalWindows, eod_id: int) -> None:
         self.windows = windows
         self.eod_id = eod_id
 
     def __len__(self) -> int:
+        if isinstance(self.windows, TrainWindows):
+            raise TypeError("the training stream has no length: its sampler says how many windows it draws.")
         return len(self.windows)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -119,7 +120,7 @@ def _pack(manifest: Manifest, directory: Path, fingerprint: str, corpus: Corpus,
     splits = assign_splits((entry.id for entry in manifest.documents), val_fraction, test_fraction)
     with atomic_directory(directory) as tmp:
         tokenizer.train(manifest.texts(splits["train"]), tmp)
-        meta = {
+        meta: dict[str, Any] = {
             "fingerprint": fingerprint,
             "corpus": corpus.name,
             "recipe": manifest.recipe,

@@ -27,7 +27,7 @@ from torch import Tensor
 from tapa_lab.errors import require
 from tapa_lab.eval.plots import save_figure, theory_figure
 from tapa_lab.kernels.rope_torch import rotate
-from tapa_lab.posenc import RoPE
+from tapa_lab.posenc.rope import RoPE
 
 
 def mean_vector(pair_mean: tuple[float, float], head_dim: int) -> Tensor:

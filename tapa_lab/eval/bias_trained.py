@@ -143,7 +143,7 @@ def attention_inputs(model: DecoderLM, tokens: Tensor) -> list[Tensor]:
     """Run the model on ``tokens (1, L)`` and return each layer's attention input ``(1, L, d)``."""
     captured: list[Tensor] = []
     hooks = [block.attn.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-             for block in model.blocks]
+             for block in model.layers]
     try:
         model(tokens)
     finally:
@@ -194,7 +194,7 @@ def evaluate_bias(model: DecoderLM, documents: list[np.ndarray], config: BiasCon
         long_key = query - long_distance
         moment_query = torch.from_numpy(rng.integers(0, length, moment_share))
         moment_key = torch.from_numpy(np.floor(rng.random(moment_share) * (moment_query.numpy() + 1)).astype(np.int64))
-        for layer, (block, x) in enumerate(zip(model.blocks, attention_inputs(model, tokens), strict=True)):
+        for layer, (block, x) in enumerate(zip(model.layers, attention_inputs(model, tokens), strict=True)):
             q, k, _ = block.attn.project_qkv(x)  # (1, H, L, D), (1, Hkv, L, D)
             posenc = block.attn.posenc
             diff = (pair_scores(posenc, q[0], k[0], query.to(device), short_key.to(device))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,7 @@ def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | 
                 total = len(plan_windows([len(d) for d in documents], length, stride, perplexity.max_tokens))
                 task = progress.add_task(f"perplexity L={length}", total=total)
                 row, curve = evaluate_length(model, documents, length, stride, perplexity, target,
-                                             lambda n, task=task: progress.advance(task, n))
+                                             partial(progress.advance, task))
                 result["perplexity"].append({"length": length, "multiple": length / train_seq_len, **row})
                 result["position_loss"].append(curve)
             figures["perplexity"] = perplexity_figure(result["perplexity"], train_seq_len)
@@ -182,7 +183,7 @@ def evaluate(run: str, checkpoint: str = "best", perplexity: PerplexityConfig | 
             result["phase"] = evaluate_phase(model.model, documents, phase, phase.length_for(train_seq_len), target,
                                              lambda n: progress.advance(task, n))
             figures["phase_turn"] = phase_figure(result["phase"])
-    result = _finite(result)
+    result = {key: _finite(value) for key, value in result.items()}
     (out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=False))
     for name, figure in figures.items():
         save_figure(figure, out / f"{name}.png")

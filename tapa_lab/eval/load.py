@@ -77,10 +77,11 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str) -> Path:
         path = folder / "last.ckpt"
     elif checkpoint == "best":
         last = load_checkpoint(folder / "last.ckpt", field="checkpoint (best: read from last.ckpt)", mmap=True)
-        path = best_model_path(last, folder)
-        if path is None:
+        best = best_model_path(last, folder)
+        if best is None:
             raise ConfigError(f"checkpoint = 'best': {folder / 'last.ckpt'} records no best checkpoint (was validation "
                               "ever run?). Use --checkpoint last or a file path.")
+        path = best
         load_checkpoint(path, field="checkpoint (best)", mmap=True)
     else:
         path = Path(checkpoint)

@@ -57,7 +57,7 @@ class PhaseConfig:
 
     def validate(self, train_seq_len: int, longest_document: int, model: DecoderLM) -> None:
         """Raise :class:`ConfigError` naming the first bad field, before any evaluation work."""
-        posenc = model.blocks[0].attn.posenc
+        posenc = model.layers[0].attn.posenc
         if not isinstance(posenc, TAPA):
             raise ConfigError(f"phase: the phase analysis needs a TAPA-family PE (tapa_lab.posenc.tapa.TAPA and its "
                               f"variants); this run's PE is {type(posenc).__name__}. Drop --phase for this run.")
@@ -107,9 +107,10 @@ def evaluate_phase(model: DecoderLM, documents: list[np.ndarray], config: PhaseC
         pairs = share(config.pairs, index, len(windows))
         query = torch.from_numpy(rng.integers(1, length, pairs))
         key = torch.from_numpy(np.floor(rng.random(pairs) * query.numpy()).astype(np.int64))  # 0 <= key < query
-        for layer, (block, x) in enumerate(zip(model.blocks, attention_inputs(model, tokens), strict=True)):
+        for layer, (block, x) in enumerate(zip(model.layers, attention_inputs(model, tokens), strict=True)):
             q, k, _ = block.attn.project_qkv(x)  # (1, H, L, D), (1, Hkv, L, D)
-            posenc: TAPA = block.attn.posenc
+            posenc = block.attn.posenc
+            assert isinstance(posenc, TAPA), "PhaseConfig.validate admits TAPA-family PEs only"
             k_heads = k[0].repeat_interleave(n_heads // k.shape[1], dim=0)  # (H, L, D)
             _, phase, _ = posenc.pair_components(q[0], k_heads, query.to(device), key.to(device))
             phase = phase.cpu()  # (H, n)
@@ -121,10 +122,10 @@ def evaluate_phase(model: DecoderLM, documents: list[np.ndarray], config: PhaseC
         advance(1)
     layers, all_turns, all_contrast = [], [], []
     for layer, values in enumerate(collected):
-        phase, turn, contrast = (np.concatenate(values[name], axis=1) for name in ("phase", "turn", "contrast"))
+        phases, turn, contrast = (np.concatenate(values[name], axis=1) for name in ("phase", "turn", "contrast"))
         all_turns.append(turn.ravel())
         all_contrast.append(contrast.ravel())
-        heads = [{"head": h, **head_summary(phase[h], turn[h], contrast[h])} for h in range(n_heads)]
+        heads = [{"head": h, **head_summary(phases[h], turn[h], contrast[h])} for h in range(n_heads)]
         layers.append({"layer": layer, "turn_median": float(np.median(turn)),
                        "sensitive_fraction": float((turn >= SENSITIVE_TURN).mean()),
                        "contrast_mean": float(contrast.mean()), "heads": heads})

@@ -71,4 +71,6 @@ def generate(run: str, prompt: str, checkpoint: str = "best", max_new_tokens: in
     streamer = TextStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
     new_ids = generate_ids(model, input_ids, options, streamer)
     sys.stdout.flush()
-    return tokenizer.decode(new_ids[0], skip_special_tokens=True)
+    text = tokenizer.decode(new_ids[0], skip_special_tokens=True)
+    assert isinstance(text, str)  # one sequence decodes to one string
+    return text

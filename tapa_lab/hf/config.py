@@ -49,6 +49,7 @@ class TapaLabConfig(PreTrainedConfig):
 
     def decoder_config(self) -> DecoderConfig:
         """The decoder's shape as the lab's dataclass."""
+        assert self.architecture is not None  # filled by __post_init__
         return DecoderConfig(**self.architecture)
 
     @property

@@ -40,11 +40,11 @@ __all__ = ["TapaLabByteTokenizer", "TapaLabConfig", "TapaLabForCausalLM"]
 def hf_config(model: DecoderLM, tokenizer: Tokenizer | None = None, train_seq_len: int | None = None
               ) -> TapaLabConfig:
     """The :class:`TapaLabConfig` that rebuilds ``model`` (its shape and PE), with the tokenizer's special ids."""
-    special = {} if tokenizer is None else {"eos_token_id": tokenizer.eod_id, "pad_token_id": tokenizer.pad_id}
     return TapaLabConfig(vocab_size=model.embed.num_embeddings, architecture=asdict(model.config),
-                         posenc=posenc_spec(model.blocks[0].attn.posenc),
+                         posenc=posenc_spec(model.layers[0].attn.posenc),
                          tokenizer=None if tokenizer is None else tokenizer.config(), train_seq_len=train_seq_len,
-                         **special)
+                         eos_token_id=None if tokenizer is None else tokenizer.eod_id,
+                         pad_token_id=None if tokenizer is None else tokenizer.pad_id)
 
 
 def wrap_decoder(model: DecoderLM, tokenizer: Tokenizer | None = None, train_seq_len: int | None = None
@@ -53,7 +53,8 @@ def wrap_decoder(model: DecoderLM, tokenizer: Tokenizer | None = None, train_seq
     wrapper = TapaLabForCausalLM(hf_config(model, tokenizer, train_seq_len))
     wrapper.model.load_state_dict(model.state_dict(), strict=True)
     device = model.embed.weight.device
-    return wrapper.to(device=device, dtype=model.embed.weight.dtype).eval()
+    # PreTrainedModel.to is wrapped by functools.wraps, whose typeshed type does not bind self
+    return wrapper.to(device=device, dtype=model.embed.weight.dtype).eval()  # type: ignore[call-arg]
 
 
 def hf_model_from_run(run: str | Path, checkpoint: str = "best", device: str = "cpu"

@@ -60,6 +60,7 @@ class TapaLabForCausalLM(PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: TapaLabConfig) -> None:
         super().__init__(config)
+        assert config.posenc is not None  # filled by TapaLabConfig.__post_init__
         self.model = DecoderLM(config.vocab_size, config.decoder_config(), build_posenc(config.posenc))
         self.post_init()
 
@@ -69,6 +70,7 @@ class TapaLabForCausalLM(PreTrainedModel, GenerationMixin):
         if not isinstance(module, PositionalEncoding) or not module._non_persistent_buffers_set:
             return
         with torch.device("cpu"):
+            assert self.config.posenc is not None
             fresh = build_posenc(self.config.posenc)
             if module is self.model.posenc:  # the model-level copy (absolute PEs' embedding hook)
                 fresh.bind_embedding(self.config.hidden_size)
@@ -80,7 +82,9 @@ class TapaLabForCausalLM(PreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> torch.nn.Embedding:
         return self.model.embed
 
-    def set_input_embeddings(self, value: torch.nn.Embedding) -> None:
+    def set_input_embeddings(self, value: torch.nn.Module) -> None:
+        if not isinstance(value, torch.nn.Embedding):  # the decoder reads num_embeddings and weight
+            raise TypeError(f"input embeddings must be a torch.nn.Embedding; got {type(value).__name__}.")
         self.model.embed = value
 
     def get_output_embeddings(self) -> torch.nn.Linear:

@@ -109,7 +109,8 @@ def _causal_blockwise_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor
         grad_k[:, keys] += torch.bmm(grad_s.mT, q_rows)
         if grad_slopes is not None:
             grad_slopes -= grad_s.view(batch, n_heads, -1) @ distance.to(dtype).flatten()
-    grad_slopes = grad_slopes.sum(0).to(slopes.dtype) if grad_slopes is not None else q.new_empty(0)
+    grad_slopes = (grad_slopes.sum(0).to(slopes.dtype) if grad_slopes is not None and slopes is not None
+                   else q.new_empty(0))
     return (grad_q.mul_(scale).view_as(q).to(q.dtype), grad_k.view_as(k).to(k.dtype), grad_v.view_as(v).to(v.dtype),
             grad_slopes)
 
@@ -119,7 +120,7 @@ def _causal_blockwise_backward_fake(grad_out: Tensor, q: Tensor, k: Tensor, v: T
                                     out: Tensor, lse: Tensor, scale: float, chunk: int, document_ids: Tensor | None,
                                     need_slopes: bool) -> tuple[Tensor, ...]:
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
-            slopes.new_empty(slopes.shape) if need_slopes else q.new_empty(0))
+            slopes.new_empty(slopes.shape) if need_slopes and slopes is not None else q.new_empty(0))
 
 
 def _setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:

@@ -147,7 +147,8 @@ def _tapa_blockwise_backward(grad_out: Tensor, q_amp: Tensor, k_amp: Tensor, q_p
         grad_kp[:, keys] -= torch.bmm(grad_phase.mT, qp_rows)
     grad_qa = grad_qa.mul_(amp_scale).view_as(q_amp).to(q_amp.dtype)
     grad_qp = grad_qp.mul_(-phase_scale).view_as(q_phase).to(q_phase.dtype)
-    grad_alpha = grad_alpha.sum(0).to(alpha.dtype) if grad_alpha is not None else q_amp.new_empty(0)
+    grad_alpha = (grad_alpha.sum(0).to(alpha.dtype) if grad_alpha is not None and alpha is not None
+                  else q_amp.new_empty(0))
     return (grad_qa, grad_ka.view_as(k_amp).to(k_amp.dtype), grad_qp, grad_kp.view_as(k_phase).to(k_phase.dtype),
             grad_v.view_as(v).to(v.dtype), grad_alpha)
 
@@ -158,7 +159,7 @@ def _tapa_blockwise_backward_fake(grad_out: Tensor, q_amp: Tensor, k_amp: Tensor
                                   amp_scale: float, phase_scale: float, chunk: int, document_ids: Tensor | None,
                                   need_alpha: bool) -> tuple[Tensor, ...]:
     return (*(x.new_empty(x.shape) for x in (q_amp, k_amp, q_phase, k_phase, v)),
-            alpha.new_empty(alpha.shape) if need_alpha else q_amp.new_empty(0))
+            alpha.new_empty(alpha.shape) if need_alpha and alpha is not None else q_amp.new_empty(0))
 
 
 def _setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:

@@ -52,7 +52,8 @@ def _check_inputs(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor | None, k_phase:
     for name, x in keys.items():
         if x.shape[:3] != (batch, n_kv, lk):
             raise ValueError(f"{name} has shape {tuple(x.shape)}; expected ({batch}, {n_kv}, {lk}, *) like k.")
-    if q_amp.shape[-1] != k_amp.shape[-1] or (q_phase is not None and q_phase.shape[-1] != k_phase.shape[-1]):
+    if q_amp.shape[-1] != k_amp.shape[-1] or (q_phase is not None and k_phase is not None
+                                                and q_phase.shape[-1] != k_phase.shape[-1]):
         raise ValueError("queries and keys must share their head_dim (amplitude and phase parts separately).")
     if n_heads % n_kv:
         raise ValueError(f"the query heads ({n_heads}) must be a multiple of the key/value heads ({n_kv}).")
@@ -151,16 +152,16 @@ def _attention_backward(grad_out: Tensor, q_amp: Tensor, k_amp: Tensor, q_phase:
     batch, n_heads, lq, da = q_amp.shape
     n_kv, lk, dv = k_amp.shape[1], k_amp.shape[2], v.shape[-1]
     tapa = mode == TAPA.value
-    dp = q_phase.shape[-1] if tapa else 1
+    q_phase_arg = q_phase if q_phase is not None else q_amp  # the phases are None outside TAPA mode
+    k_phase_arg = k_phase if k_phase is not None else k_amp
+    dp = q_phase_arg.shape[-1] if tapa else 1
     param = head_param.float().contiguous() if head_param is not None else q_amp
     grad_out = grad_out.to(v.dtype)
-    q_phase_arg = q_phase if tapa else q_amp
-    k_phase_arg = k_phase if tapa else k_amp
     delta = torch.empty_like(lse)
     grad_qa = torch.empty(q_amp.shape, dtype=q_amp.dtype, device=q_amp.device)
     grad_ka = torch.empty(k_amp.shape, dtype=k_amp.dtype, device=k_amp.device)
-    grad_qp = torch.empty(q_phase.shape if tapa else 0, dtype=q_amp.dtype, device=q_amp.device)
-    grad_kp = torch.empty(k_phase.shape if tapa else 0, dtype=k_amp.dtype, device=k_amp.device)
+    grad_qp = torch.empty(q_phase_arg.shape if tapa else 0, dtype=q_amp.dtype, device=q_amp.device)
+    grad_kp = torch.empty(k_phase_arg.shape if tapa else 0, dtype=k_amp.dtype, device=k_amp.device)
     grad_v = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     grad_head = torch.empty_like(lse) if need_dhead else None
     strides = (*_strides(q_amp), *_strides(k_amp), *_strides(q_phase), *_strides(k_phase), *_strides(v),
@@ -187,7 +188,8 @@ def _attention_backward(grad_out: Tensor, q_amp: Tensor, k_amp: Tensor, q_phase:
             q_amp, k_amp, q_phase_arg, k_phase_arg, v, grad_out, lse, delta, param, docs,
             grad_qa, grad_qp if tapa else grad_qa, grad_head if need_dhead else delta, *strides, *sizes,
             MODE=mode, NEED_DHEAD=need_dhead, **blocks)
-    grad_param = grad_head.sum((0, 2)).to(head_param.dtype) if need_dhead else q_amp.new_empty(0)
+    grad_param = (grad_head.sum((0, 2)).to(head_param.dtype) if grad_head is not None and head_param is not None
+                  else q_amp.new_empty(0))
     return grad_qa, grad_ka, grad_qp, grad_kp, grad_v, grad_param
 
 
@@ -198,8 +200,9 @@ def _attention_backward_fake(grad_out: Tensor, q_amp: Tensor, k_amp: Tensor, q_p
                              phase_scale: float, need_dhead: bool) -> tuple[Tensor, ...]:
     tapa = mode == TAPA.value
     return (q_amp.new_empty(q_amp.shape), k_amp.new_empty(k_amp.shape),
-            q_amp.new_empty(q_phase.shape if tapa else 0), k_amp.new_empty(k_phase.shape if tapa else 0),
-            v.new_empty(v.shape), head_param.new_empty(head_param.shape) if need_dhead else q_amp.new_empty(0))
+            q_amp.new_empty(q_phase.shape if tapa and q_phase is not None else 0),
+            k_amp.new_empty(k_phase.shape if tapa and k_phase is not None else 0), v.new_empty(v.shape),
+            head_param.new_empty(head_param.shape) if need_dhead and head_param is not None else q_amp.new_empty(0))
 
 
 def _setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:

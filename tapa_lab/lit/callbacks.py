@@ -108,6 +108,7 @@ class RunRecord(L.Callback):
         if not trainer.is_global_zero or log_dir is None:
             return
         device = trainer.strategy.root_device
+        datamodule = getattr(trainer, "datamodule", None)  # attached by Lightning, not declared on Trainer
         record = {
             "stage": stage,
             "seed": _current_seed(),
@@ -119,7 +120,7 @@ class RunRecord(L.Callback):
             "precision": str(trainer.precision),
             "deterministic": torch.are_deterministic_algorithms_enabled(),
             "parameters": sum(p.numel() for p in pl_module.parameters()),
-            "data": trainer.datamodule.provenance() if trainer.datamodule is not None else None,
+            "data": datamodule.provenance() if datamodule is not None else None,
         }
         if stage == "fit" and hasattr(pl_module, "describe_param_groups"):
             record["param_groups"] = pl_module.describe_param_groups()

@@ -221,7 +221,7 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(self._with_ids(EvalWindows(self.packed.tokens("test"), self.seq_len, self.val_windows)),
                           batch_size=self.batch_size, **self._loader_options())
 
-    def _with_ids(self, windows: Dataset) -> Dataset:
+    def _with_ids(self, windows: TrainWindows | EvalWindows) -> Dataset:
         """``windows`` as ``(tokens, document_ids)`` items when ``document_mask`` is on, else unchanged."""
         return WithDocumentIds(windows, self.tokenizer.eod_id) if self.document_mask else windows
 

@@ -85,7 +85,8 @@ def logger_class(logger: Namespace) -> type:
 
 def name_external_run(logger: Namespace, run_dir: Path) -> None:
     """Name an MLflow or W&B run after the run folder (``<name>/version_<n>``) unless the config names it."""
-    key = {MLFlowLogger: "run_name", WandbLogger: "name"}.get(logger_class(logger))
+    names: dict[type, str] = {MLFlowLogger: "run_name", WandbLogger: "name"}
+    key = names.get(logger_class(logger))
     if key is not None and logger.init_args.get(key) is None:
         logger.init_args[key] = f"{run_dir.parent.name}/{run_dir.name}"
 

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import instantiate_class
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.text import Perplexity
 
 from tapa_lab.data.document_ids import split_batch
@@ -23,7 +25,8 @@ from tapa_lab.lit.compile import CompileConfig, compile_module
 from tapa_lab.lit.param_groups import ParamGroup, describe_groups, form_groups, validate_groups
 from tapa_lab.lit.schedules import instantiate_scheduler
 from tapa_lab.model import DecoderConfig, DecoderLM
-from tapa_lab.posenc import PositionalEncoding, RoPE
+from tapa_lab.posenc import PositionalEncoding
+from tapa_lab.posenc.rope import RoPE
 
 Batch = Tensor | tuple[Tensor, Tensor]
 """A batch of windows ``(B, L + 1)``, or ``(tokens, document_ids)`` with ``data.document_mask``."""
@@ -193,7 +196,8 @@ class LanguageModel(L.LightningModule):
 
     def _val_loss_tags(self) -> list[list[str]]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return datamodule.val_loss_tags() if hasattr(datamodule, "val_loss_tags") else [["val/loss"]]
+        tags = getattr(datamodule, "val_loss_tags", None)
+        return tags() if tags is not None else [["val/loss"]]
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         loss, logits = self.loss(batch)
@@ -202,6 +206,7 @@ class LanguageModel(L.LightningModule):
         self.log("test/loss", loss, sync_dist=True, batch_size=tokens.shape[0])
         self.log("test/perplexity", self.test_perplexity)
 
+<<<<<<< HEAD
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's param groups (:func:`tapa_lab.lit.param_groups.form_groups`): matrices decay, vectors do
         not, and each ``model.optim.groups`` entry has its own lr scale and weight decay."""
@@ -218,11 +223,18 @@ class LanguageModel(L.LightningModule):
             for row in self.describe_param_groups():
                 print(f"param group {row['group']!r}: lr {row['lr']:g}, weight_decay {row['weight_decay']}, "
                       f"{row['tensors']} tensors / {row['elements']:,} elements: {', '.join(row['names'])}")
+=======
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+>>>>>>> typecheck
         if self.optimizer_spec is None:
             optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
         else:
             optimizer = instantiate_class(groups, self.optimizer_spec)
         total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler: LRScheduler
         if self.lr_scheduler_spec is None:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(
                 step, self.optim.warmup_steps, total_steps, self.optim.min_lr_ratio))

@@ -51,6 +51,7 @@ class WarmupStableDecay(LambdaLR):
         require(0 <= min_lr_ratio <= 1, "lr_scheduler.init_args.min_lr_ratio", "in [0, 1]", min_lr_ratio)
         require(decay in ("linear", "cosine", "1-sqrt"), "lr_scheduler.init_args.decay", "linear, cosine or 1-sqrt",
                 decay)
+        assert total_steps is not None and warmup_steps is not None  # checked by require above
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
         self.decay_steps = max(1, round(decay_fraction * total_steps))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +94,11 @@ class DecoderLM(nn.Module):
             self.head.weight = self.embed.weight
         self.reset_parameters()
 
+    @property
+    def layers(self) -> list[Block]:
+        """The transformer blocks in order, typed (``blocks`` is the ``nn.ModuleList`` that registers them)."""
+        return cast("list[Block]", list(self.blocks))
+
     def reset_parameters(self) -> None:
         """Normal(0, init_std) for every matrix but the PE's (a PE initialises its own parameters); output projections
         of residual branches scaled by 1/sqrt(2 L); then each layer's PE adjusts its q and k projections
@@ -111,7 +117,7 @@ class DecoderLM(nn.Module):
                 is_residual_out = param_name.endswith("attn.wo.weight") or param_name.endswith("mlp.w2.weight")
                 nn.init.normal_(param, mean=0.0, std=residual_std if is_residual_out else std)
         with torch.no_grad():
-            for block in self.blocks:  # the PE may rescale the parts of q and k it gives a role to (TAPA)
+            for block in self.layers:  # the PE may rescale the parts of q and k it gives a role to (TAPA)
                 wq, wk = block.attn.wq.weight, block.attn.wk.weight
                 block.attn.posenc.init_qk_(wq, wk)
                 for projection, weight in ((block.attn.wq, wq), (block.attn.wk, wk)):

@@ -34,6 +34,8 @@ class ALiBi(PositionalEncoding):
         backend: attention implementation: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
     """
 
+    slopes: Tensor  # the (n_heads,) buffer that bind registers
+
     def bind(self, n_heads: int, n_kv_heads: int, head_dim: int) -> None:
         super().bind(n_heads, n_kv_heads, head_dim)
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)

@@ -14,6 +14,8 @@ depend only on its own absolute position and its keys', which keeps KV-cache dec
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -69,7 +71,7 @@ class FIRE(_PositionBias):
 
     def head_bias(self, head: Tensor, query: Tensor, key: Tensor) -> Tensor:
         x = self.normalized_distance(query, key)
-        first, last = self.mlp[0], self.mlp[2]
+        first, last = cast(nn.Linear, self.mlp[0]), cast(nn.Linear, self.mlp[2])  # built by bind
         out = last.bias[head]
         for unit in range(self.mlp_width):  # the MLP unit by unit: scalar loads only, as FlexAttention compiles it
             out = out + last.weight[head, unit] * torch.relu(first.weight[unit, 0] * x + first.bias[unit])
