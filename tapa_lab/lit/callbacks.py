@@ -122,8 +122,9 @@ class RunRecord(L.Callback):
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "data": datamodule.provenance() if datamodule is not None else None,
         }
-        if stage == "fit" and hasattr(pl_module, "describe_param_groups"):
-            record["param_groups"] = pl_module.describe_param_groups()
+        describe = getattr(pl_module, "describe_param_groups", None)
+        if stage == "fit" and callable(describe):
+            record["param_groups"] = describe()
         stage = getattr(stage, "value", stage)
         path = Path(log_dir) / f"run_record_{stage}.json"
         resumed = stage != "fit" or any((path.parent / "checkpoints").glob("*.ckpt"))  # else a fresh start

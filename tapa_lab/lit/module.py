@@ -206,7 +206,6 @@ class LanguageModel(L.LightningModule):
         self.log("test/loss", loss, sync_dist=True, batch_size=tokens.shape[0])
         self.log("test/perplexity", self.test_perplexity)
 
-<<<<<<< HEAD
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's param groups (:func:`tapa_lab.lit.param_groups.form_groups`): matrices decay, vectors do
         not, and each ``model.optim.groups`` entry has its own lr scale and weight decay."""
@@ -217,18 +216,12 @@ class LanguageModel(L.LightningModule):
         """The groups formed, for the fit log and the run record (label, names, sizes, lr, weight decay)."""
         return describe_groups(self.param_groups(), self.named_parameters(), self.optim.lr)
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         groups = self.param_groups()
         if self.optim.groups and self.trainer.is_global_zero:
             for row in self.describe_param_groups():
                 print(f"param group {row['group']!r}: lr {row['lr']:g}, weight_decay {row['weight_decay']}, "
                       f"{row['tensors']} tensors / {row['elements']:,} elements: {', '.join(row['names'])}")
-=======
-    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
->>>>>>> typecheck
         if self.optimizer_spec is None:
             optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
         else:

@@ -90,6 +90,9 @@ class TAPA(PositionalEncoding):
             a constant tau (the paper). Replaces ``phase_temperature`` (leave it at 1) and ``learnable_temperature``.
     """
 
+    phase_inverse_temperature: Tensor
+    """``()`` 1 / tau(step) of the phase schedule (a buffer, only with ``phase_schedule``)."""
+
     def __init__(self, alpha: float = 0.1, theta: float = 0.5, two_pi: bool = True, learnable_alpha: bool = False,
                  chunk_size: int | None = None, backend: Backend = "auto", phase_temperature: float = 1.0,
                  learnable_temperature: bool = False, amp_init_scale: float = 1.0, phase_init_scale: float = 1.0,
