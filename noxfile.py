@@ -36,6 +36,13 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
+@nox.session(default=False)
+def golden(session: nox.Session) -> None:
+    """Write the golden losses of new PEs into tests/golden/losses.json (args: --names <case>..., --all, --compare)."""
+    install(session)
+    session.run("python", "tests/golden/regenerate.py", *session.posargs)
+
+
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check tapa_lab/ with mypy (settings: ``[tool.mypy]`` in pyproject.toml); args replace the default paths.

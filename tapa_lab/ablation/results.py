@@ -135,3 +135,11 @@ def selected_rows(grid: Grid, rows: list[Row]) -> list[Row]:
     chosen = select_levels(grid, rows)
     return [row for row in rows if row.others(axis.name) not in chosen
             or chosen[row.others(axis.name)][0] == row.levels[axis.name]]
+
+
+def rows_by_label(rows: list[Row]) -> dict[str, list[Row]]:
+    """Rows by label (the seeds of one cell), in first-seen order."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.label(), []).append(row)
+    return groups

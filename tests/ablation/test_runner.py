@@ -14,7 +14,7 @@ import yaml
 from grid_cases import EXPERIMENTS
 
 from tapa_lab.ablation.command import report_grid, run_grid
-from tapa_lab.ablation.report import _format_summary
+from tapa_lab.ablation.report_format import format_summary
 from tapa_lab.ablation.results import load_rows
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_report_lists_cells_with_intervals_that_match_the_csv(grid_run):
         seeds = [r for r in csv_rows if r["pe"] == pe]
         assert sorted(int(r["seed"]) for r in seeds) == [1, 2]
         for metric in ("val/loss", "ppl@1x", "ppl@4x"):
-            summary = _format_summary([float(r[metric]) for r in seeds])
+            summary = format_summary([float(r[metric]) for r in seeds])
             assert f"| pe={pe} | 2 |" in report
             assert summary in next(line for line in report.splitlines() if line.startswith(f"| pe={pe} | 2 |"))
     assert "Paired tests against `pe=rope`" in report
