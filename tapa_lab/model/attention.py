@@ -29,13 +29,15 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.layer_idx = layer_idx
         self.head_dim = dim // n_heads
-        posenc.bind(n_heads, n_kv_heads, self.head_dim)
-        parts = posenc.qk_parts()  # e.g. TAPA's amplitude and phase rows, each its own parameter
-        self.wq = HeadSplitLinear(dim, n_heads, parts) if parts else nn.Linear(dim, n_heads * self.head_dim, bias=False)
-        self.wk = HeadSplitLinear(dim, n_kv_heads, parts) if parts else nn.Linear(dim, n_kv_heads * self.head_dim,
-                                                                                    bias=False)
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        posenc.bind(n_heads, n_kv_heads, self.head_dim)  # after the projections: the same random stream as before
+        parts = posenc.qk_parts()  # e.g. TAPA's amplitude and phase rows, each its own parameter
+        if parts:
+            self.wq = HeadSplitLinear.from_linear(self.wq, n_heads, parts)
+            self.wk = HeadSplitLinear.from_linear(self.wk, n_kv_heads, parts)
         self.posenc = posenc
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

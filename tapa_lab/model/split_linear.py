@@ -35,6 +35,14 @@ class HeadSplitLinear(nn.Module):
         # nn.Linear's default init on the whole matrix: the same random stream as the unsplit projection
         self.copy_weight_(nn.init.kaiming_uniform_(torch.empty(heads * self.head_dim, in_features), a=math.sqrt(5)))
 
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, heads: int, parts: tuple[tuple[str, int], ...]) -> HeadSplitLinear:
+        """The split of a bias-free ``linear`` (its weight copied into the parts; no random draw)."""
+        with torch.random.fork_rng(devices=[]):  # the init below is overwritten: leave the global stream alone
+            split = cls(linear.in_features, heads, parts)
+        split.copy_weight_(linear.weight.detach())
+        return split
+
     @property
     def weight(self) -> Tensor:
         """The interleaved ``(heads * D, d)`` weight (a new tensor built from the parts; writes do not reach them:

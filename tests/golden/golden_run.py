@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from jsonargparse import ArgumentParser
 
 from tapa_lab.data.fixture import Fixture
 from tapa_lab.lit.datamodule import TextDataModule
@@ -72,9 +73,13 @@ class Case:
     init_args: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> PositionalEncoding:
-        """The PE with the case's arguments, on the PyTorch attention path."""
+        """The PE with the case's arguments, on the PyTorch attention path, built by jsonargparse as the CLI builds it
+        (nested dataclass arguments such as TAPA's ``phase_schedule`` included)."""
         cls = pe_classes()[self.class_path.rsplit(".", 1)[-1]]
-        return cls(**{**self.init_args, "backend": "torch"})
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_argument("--posenc", type=PositionalEncoding)
+        spec = {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": {**self.init_args, "backend": "torch"}}
+        return parser.instantiate_classes(parser.parse_object({"posenc": spec})).posenc
 
 
 def cases() -> list[Case]:
