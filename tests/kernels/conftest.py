@@ -8,6 +8,7 @@ the Triton modules lazily). With a CUDA device the kernels are compiled instead 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,3 +21,16 @@ if not torch.cuda.is_available():
 def device() -> torch.device:
     """Where the Triton kernels run: the GPU when there is one, else the CPU through the interpreter."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture
+def poisoned_outputs() -> Iterator[None]:
+    """Every ``torch.empty`` float tensor starts as NaN while a test runs, so an output element a kernel leaves
+    unwritten stays NaN (deterministic algorithms on, warn-only, with ``fill_uninitialized_memory``; restored after)."""
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+    torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])

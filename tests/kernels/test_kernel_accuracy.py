@@ -4,18 +4,18 @@ under 1e-3, bf16 at most 1e-2), NaN never passing, on outputs poisoned before ea
 
 Poisoning: with deterministic algorithms on, PyTorch fills every ``torch.empty`` float tensor with NaN
 (``torch.utils.deterministic.fill_uninitialized_memory``), so an output or gradient element a kernel fails to write
-stays NaN and fails the bound. On a GPU the cases are fp32, fp16 and bf16 at L ~ 1K with D = 64..128 and GQA; on CPU
-(Triton's interpreter, where bf16 is wrong) tiny fp32 and fp16 cases, so the check runs in CI and in the acceptance
-run's dry run. TAPA's cases keep alpha <= 0.5: at alpha = 1 the phase grows with the distance until fp32 rounding of
-the phase alone moves the output past these bounds (the function, not the kernel: test_gpu_kernels' rule against the
-materialised reference in the kernel's dtype covers that regime). Each measured error is recorded as a test property
-(the acceptance run reads them from its JUnit XML).
+stays NaN and fails the bound (fixture ``poisoned_outputs`` of conftest.py). On a GPU the cases are fp32, fp16 and
+bf16 at L ~ 1K with D = 64..128, GQA and plain causal; on CPU (Triton's interpreter, where bf16 is wrong) tiny fp32
+and fp16 cases, so the check runs in CI and in the acceptance run's dry run. TAPA's cases keep alpha <= 0.5: at
+alpha = 1 the phase
+grows with the distance until fp32 rounding of the phase alone moves the output past these bounds (the function, not
+the kernel: test_gpu_kernels' rule against the materialised reference in the kernel's dtype covers that regime). Each
+measured error is recorded as a test property (the acceptance run reads them from its JUnit XML).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -35,32 +35,23 @@ from tapa_lab.kernels.launch import interpreter_enabled
 from tapa_lab.kernels.rope_torch import rotate
 
 CUDA = torch.cuda.is_available()
-pytestmark = pytest.mark.skipif(not CUDA and not interpreter_enabled(), reason="needs Triton to run")
+pytestmark = [pytest.mark.skipif(not CUDA and not interpreter_enabled(), reason="needs Triton to run"),
+              pytest.mark.usefixtures("poisoned_outputs")]
 DTYPES = (torch.float32, torch.float16, torch.bfloat16) if CUDA else (torch.float32, torch.float16)
 
 
 def _shapes() -> list[dict]:
     if not CUDA:
         return [dict(lq=37, lk=37, head_dim=16, heads=2, kv_heads=1, layout="views", head_param="learnable"),
-                dict(lq=21, lk=45, head_dim=32, heads=2, kv_heads=2, alpha=0.5, theta=0.25)]
+                dict(lq=21, lk=45, head_dim=32, heads=2, kv_heads=2, alpha=0.5, theta=0.25),
+                dict(lq=16, lk=40, head_dim=16, heads=2, kv_heads=1, head_param="none")]
     return [dict(lq=1000, lk=1000, head_dim=128, heads=4, kv_heads=2, alpha=0.1, layout="views",
                  head_param="learnable"),
-            dict(lq=777, lk=1024, head_dim=64, heads=4, kv_heads=1, alpha=0.5, theta=0.25)]
+            dict(lq=777, lk=1024, head_dim=64, heads=4, kv_heads=1, alpha=0.5, theta=0.25),
+            dict(lq=300, lk=1024, head_dim=96, heads=2, kv_heads=1, head_param="none", layout="views")]
 
 
 CASES = [AttentionCase(**shape, dtype=dtype) for dtype in DTYPES for shape in _shapes()]
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs() -> Iterator[None]:
-    """Every ``torch.empty`` float tensor starts as NaN while a test runs (restored afterwards)."""
-    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    yield
-    torch.utils.deterministic.fill_uninitialized_memory = fill
-    torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 def _device() -> str:
