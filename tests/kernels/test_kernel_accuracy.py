@@ -6,11 +6,10 @@ Poisoning: with deterministic algorithms on, PyTorch fills every ``torch.empty``
 (``torch.utils.deterministic.fill_uninitialized_memory``), so an output or gradient element a kernel fails to write
 stays NaN and fails the bound (fixture ``poisoned_outputs`` of conftest.py). On a GPU the cases are fp32, fp16 and
 bf16 at L ~ 1K with D = 64..128, GQA and plain causal; on CPU (Triton's interpreter, where bf16 is wrong) tiny fp32
-and fp16 cases, so the check runs in CI and in the acceptance run's dry run. TAPA's cases keep alpha <= 0.5: at
-alpha = 1 the phase
-grows with the distance until fp32 rounding of the phase alone moves the output past these bounds (the function, not
-the kernel: test_gpu_kernels' rule against the materialised reference in the kernel's dtype covers that regime). Each
-measured error is recorded as a test property (the acceptance run reads them from its JUnit XML).
+and fp16 cases, so the check runs in CI and in the acceptance run's dry run. TAPA's cases keep alpha <= 0.5: at alpha
+= 1 the phase grows with the distance until fp32 rounding of the phase alone moves the output past these bounds (the
+function, not the kernel: test_gpu_kernels' rule against the materialised reference in the kernel's dtype covers that
+regime). Each measured error is recorded as a test property (the acceptance run reads them from its JUnit XML).
 """
 
 from __future__ import annotations
