@@ -32,7 +32,7 @@ def _kernels(kernels: dict) -> list[str]:
 
 def _attention(attention: dict) -> list[str]:
     gemm = attention["gemm"]
-    lines = [f"Peak: a {gemm['size']}^3 {gemm['dtype']} product at {gemm['tflops']:.1f} TFLOP/s (measured here). "
+    lines = [f"Peak: a {gemm['size']}^3 {gemm['dtype']} product at {gemm['tflops']:.3g} TFLOP/s (measured here). "
              "TFLOP/s are FlashAttention-equivalent (causal: 4 B H L^2 D / 2 forward, 3.5x that forward+backward).", ""]
     header = ["impl", "L", "D", "B", "H/KV", "fwd ms", "fwd TF/s", "fwd %peak", "f+b ms", "f+b TF/s", "f+b %peak",
               "peak MiB", "status"]
