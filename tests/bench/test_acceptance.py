@@ -50,7 +50,7 @@ def test_dry_run_of_the_fit_part_passes_without_datasets(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_whole_dry_run_passes_without_datasets(tmp_path: Path) -> None:
-    """Every part on CPU (Triton's interpreter): about 100 s on the 2-core CI machine."""
+    """Every part on CPU (Triton's interpreter): 100-190 s on the shared 2-core machine."""
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "tapa_lab.bench.acceptance", "--out", str(out), "--dry-run"],
                           cwd=REPO, env=_blocked_env(tmp_path), capture_output=True, text=True)
