@@ -7,6 +7,7 @@ machines carry); on a CUDA machine set e.g. ``TAPA_LAB_TORCH=torch`` to let pip 
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
 
@@ -81,3 +82,21 @@ def bench(session: nox.Session) -> None:
     install(session, "hf")
     session.run("tapa-lab", "bench", "training", *session.posargs)
     session.run("tapa-lab", "bench", "attention", *session.posargs)
+
+
+@nox.session(default=False, venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """GPU acceptance run (issue 18): kernel tests on CUDA, attention benchmark, training tokens/s, a 200-step TAPA fit.
+
+    `nox -s gpu -- --out DIR [--dry-run] [--parts kernels,attention,training,fit]` runs
+    `python -m tapa_lab.bench.acceptance` in the Python that runs nox (no virtualenv, nothing installed: the lent GPU
+    machine's image has no network, no nox and neither `datasets` nor `jsonargparse`, and the run needs none of them).
+    At most 8 minutes on an H100/H200; writes DIR/acceptance.json, .md (the page, naming the GPU) and .log; exit status
+    1 when a target fails. `--dry-run` is the CPU version (Triton's interpreter, tiny shapes; tested in CI).
+
+    Through the device tool, which copies the working tree to the GPU machine and brings back what lies under $OUT:
+        run(command="PYTHONUNBUFFERED=1 PYTHONPATH=. python3 -m tapa_lab.bench.acceptance --out $OUT", timeout_s=540)
+    then commit the page (docs/results/gpu-acceptance-<gpu>.md) with the GPU named.
+    """
+    args = session.posargs or ["--out", "checkpoints/acceptance"]
+    session.run(sys.executable, "-m", "tapa_lab.bench.acceptance", *args, env={"PYTHONPATH": os.getcwd()})

@@ -1,15 +1,17 @@
 """Attention kernel benchmark: forward and forward+backward time, FlashAttention-equivalent TFLOP/s and peak memory.
 
 Compares, in one process and on the same inputs, the lab's Triton kernels (TAPA, ALiBi, plain causal), PyTorch SDPA
-with each backend (flash, efficient, cudnn, math), RoPE + SDPA (the attention of a RoPE model: rotate q and k, then
-SDPA) eager with the lab's rotation and as one ``torch.compile`` graph of the PyTorch rotation and SDPA (the fair
-baseline for a fused TAPA kernel), the naive materialised TAPA (the reference) and the chunked PyTorch TAPA, over
-sequence lengths at a fixed number of tokens per batch (PROTOCOLS.md, kernel benchmarks). FLOP convention of the
-FlashAttention papers: forward = 4 B H L^2 D / 2 (causal), backward = 2.5 x forward, forward+backward = 3.5 x forward;
-TAPA counts the same (Da + Dp = D) and RoPE's rotation (O(L D) work) counts nothing. On CUDA, times are the median
-of ``triton.testing.do_bench`` and memory is ``torch.cuda.max_memory_allocated``; on CPU (a smoke-test mode) times
-are the median of wall-clock repeats and memory is not measured. A cell that runs out of memory or has no kernel for
-the inputs is recorded with its status.
+with each backend (flash, efficient, cudnn, math), FlexAttention (a causal block mask; ``torch.compile`` with dynamic
+shapes on CUDA, compiled once per process; eager, unfused, on CPU), RoPE + SDPA (the attention of a RoPE model:
+rotate q and k, then SDPA) eager with the lab's rotation and as one ``torch.compile`` graph of the PyTorch rotation
+and SDPA (the fair baseline for a fused TAPA kernel), the naive materialised TAPA (the reference) and the chunked
+PyTorch TAPA, over sequence lengths at a fixed number of tokens per batch (PROTOCOLS.md, kernel benchmarks), with
+grouped-query attention when ``kv_heads < n_heads``. FLOP convention of the FlashAttention papers: forward = 4 B H
+L^2 D / 2 (causal), backward = 2.5 x forward, forward+backward = 3.5 x forward; TAPA counts the same (Da + Dp = D)
+and RoPE's rotation (O(L D) work) counts nothing. On CUDA, times are the median of ``triton.testing.do_bench`` and
+memory is ``torch.cuda.max_memory_allocated``; on CPU (a smoke-test mode) times are the median of wall-clock repeats
+and memory is not measured. A cell that runs out of memory or has no kernel for the inputs is recorded with its
+status.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +40,8 @@ from tapa_lab.kernels.rope_torch import rotate
 
 SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION, "sdpa-math": SDPBackend.MATH}
-IMPLEMENTATIONS = ("tapa-triton", "alibi-triton", "causal-triton", *SDPA_BACKENDS, "rope-sdpa", "rope-sdpa-compiled",
-                   "tapa-naive", "tapa-torch", "alibi-torch")
+IMPLEMENTATIONS = ("tapa-triton", "alibi-triton", "causal-triton", *SDPA_BACKENDS, "flex", "rope-sdpa",
+                   "rope-sdpa-compiled", "tapa-naive", "tapa-torch", "alibi-torch")
 # rope-sdpa-compiled is left out on CPU by default: inductor compiles each cell for tens of seconds there.
 CPU_IMPLEMENTATIONS = ("sdpa-flash", "sdpa-math", "rope-sdpa", "tapa-naive", "tapa-torch", "alibi-torch")
 ROPE_BASE = 10_000.0
@@ -57,7 +61,31 @@ def rope_tables(seq_len: int, head_dim: int, device: torch.device) -> tuple[torc
 def _rope_sdpa(rotation: Rotation) -> Callable[..., torch.Tensor]:
     """``(q, k, v, cos, sin) -> SDPA(rotation(q), rotation(k), v)``, causal: a RoPE model's attention."""
     def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(rotation(q, cos, sin), rotation(k, cos, sin), v, is_causal=True)
+        return F.scaled_dot_product_attention(rotation(q, cos, sin), rotation(k, cos, sin), v, is_causal=True,
+                                              enable_gqa=q.shape[1] != k.shape[1])
+    return run
+
+
+@cache
+def _compiled_flex() -> Callable[..., torch.Tensor]:
+    """``flex_attention`` compiled once per process with dynamic shapes (one graph per pass, not one per length)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=True)
+
+
+def _flex() -> Attention:
+    """Causal FlexAttention ``(q, k, v) -> ...``, its block mask built once per device and length."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    masks: dict[tuple[torch.device, int], object] = {}
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        key = (q.device, q.shape[2])
+        if key not in masks:
+            masks[key] = create_block_mask(lambda b, h, i, j: i >= j, None, None, q.shape[2], k.shape[2], q.device)
+        attend = _compiled_flex() if q.device.type == "cuda" else cast(Callable[..., torch.Tensor], flex_attention)
+        return attend(q, k, v, block_mask=masks[key], enable_gqa=q.shape[1] != k.shape[1])
     return run
 
 
@@ -99,7 +127,7 @@ def _attention(name: str, head_dim: int, alpha: float, theta: float) -> Attentio
     def sdpa(backend: SDPBackend) -> Attention:
         def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
         return run
 
     table: dict[str, Attention] = {
@@ -111,6 +139,7 @@ def _attention(name: str, head_dim: int, alpha: float, theta: float) -> Attentio
         "rope-sdpa": _with_rope_tables(_rope_sdpa(rope_rotate), head_dim),
         "tapa-torch": tapa("torch"),
         "alibi-torch": alibi("torch"),
+        "flex": _flex(),
         **{key: sdpa(backend) for key, backend in SDPA_BACKENDS.items()},
     }
     return table[name]
@@ -138,12 +167,12 @@ def _median_ms(fn: Callable[[], object], device: torch.device, warmup_ms: int, r
     return 1000 * statistics.median(times)
 
 
-def _measure(attention: Attention, batch: int, heads: int, seq_len: int, head_dim: int, dtype: torch.dtype,
-             device: torch.device, warmup_ms: int, rep_ms: int) -> dict[str, float | None]:
+def _measure(attention: Attention, batch: int, heads: int, kv_heads: int, seq_len: int, head_dim: int,
+             dtype: torch.dtype, device: torch.device, warmup_ms: int, rep_ms: int) -> dict[str, float | None]:
     """Forward and forward+backward median times and the peak memory of one cell."""
     gen = torch.Generator(device=device).manual_seed(0)
-    q, k, v = (torch.randn(batch, heads, seq_len, head_dim, device=device, dtype=dtype, generator=gen)
-               .requires_grad_() for _ in range(3))
+    q, k, v = (torch.randn(batch, h, seq_len, head_dim, device=device, dtype=dtype, generator=gen)
+               .requires_grad_() for h in (heads, kv_heads, kv_heads))
     grad_out = torch.randn(batch, heads, seq_len, head_dim, device=device, dtype=dtype, generator=gen)
 
     def forward() -> None:
@@ -173,6 +202,7 @@ def bench_attention(
     seq_lens: list[int] = [1024, 2048, 4096, 8192, 16384, 32768, 65536],  # noqa: B006 - read-only, shown in --help
     head_dims: list[int] = [64, 128],  # noqa: B006
     n_heads: int = 16,
+    kv_heads: int | None = None,
     tokens_per_batch: int = 16384,
     dtype: str = "bfloat16",
     device: str = "auto",
@@ -181,18 +211,21 @@ def bench_attention(
     max_naive_len: int = 16384,
     warmup_ms: int = 25,
     rep_ms: int = 100,
+    time_budget_s: float | None = None,
     out_dir: str = "checkpoints/bench",
 ) -> list[dict]:
     """Benchmark the attention kernels against PyTorch SDPA and the naive and chunked PyTorch TAPA.
 
     Args:
         implementations: what to time, any of tapa-triton, alibi-triton, causal-triton, sdpa-flash, sdpa-efficient,
-            sdpa-cudnn, sdpa-math, rope-sdpa (the lab's rotation, Triton on CUDA, then SDPA), rope-sdpa-compiled
-            (``torch.compile`` of the PyTorch rotation and SDPA, inductor), tapa-naive, tapa-torch, alibi-torch;
+            sdpa-cudnn, sdpa-math, flex (FlexAttention), rope-sdpa (the lab's rotation, Triton on CUDA, then SDPA),
+            rope-sdpa-compiled (``torch.compile`` of the PyTorch rotation and SDPA, inductor), tapa-naive, tapa-torch,
+            alibi-torch;
             default: all on CUDA, the PyTorch ones but rope-sdpa-compiled on CPU.
         seq_lens: sequence lengths L (queries = keys, causal).
         head_dims: head dimensions D.
-        n_heads: attention heads H (no grouped-query sharing).
+        n_heads: query heads H.
+        kv_heads: key/value heads (grouped-query attention: ``n_heads`` a multiple of it); default ``n_heads``.
         tokens_per_batch: B x L held fixed across lengths (B = tokens_per_batch // L, at least 1).
         dtype: bfloat16, float16 or float32.
         device: cuda, cpu (a small smoke test of the PyTorch paths) or auto (cuda when available).
@@ -201,6 +234,7 @@ def bench_attention(
         max_naive_len: longest L for tapa-naive, which materialises B x H x L x L scores.
         warmup_ms: warm-up time per measurement (do_bench's ``warmup``).
         rep_ms: measuring time per measurement (do_bench's ``rep``).
+        time_budget_s: no cell starts after this many seconds; the rest are recorded as skipped (default: no limit).
         out_dir: where attention.json and attention.md are written.
 
     Returns:
@@ -212,6 +246,9 @@ def bench_attention(
     for name in names:
         require(name in IMPLEMENTATIONS, "implementations", f"a list of {', '.join(IMPLEMENTATIONS)}", name)
     require(dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", dtype)
+    kv_heads = kv_heads or n_heads
+    require(kv_heads >= 1 and n_heads % kv_heads == 0, "kv_heads", f"a divisor of n_heads = {n_heads}", kv_heads)
+    deadline = math.inf if time_budget_s is None else time.monotonic() + time_budget_s
     results = []
     console = Console()
     with console.status("benchmarking") as status:
@@ -221,13 +258,16 @@ def bench_attention(
                 for name in names:
                     status.update(f"{name} at L = {seq_len}, D = {head_dim}")
                     cell = {"implementation": name, "seq_len": seq_len, "head_dim": head_dim, "batch": batch,
-                            "heads": n_heads, "dtype": dtype}
+                            "heads": n_heads, "kv_heads": kv_heads, "dtype": dtype}
                     if name == "tapa-naive" and seq_len > max_naive_len:
                         results.append({**cell, "status": f"skipped: L > max_naive_len = {max_naive_len}"})
                         continue
+                    if time.monotonic() > deadline:
+                        results.append({**cell, "status": f"skipped: time_budget_s = {time_budget_s} spent"})
+                        continue
                     try:
-                        timing = _measure(_attention(name, head_dim, alpha, theta), batch, n_heads, seq_len,
-                                          head_dim, DTYPES[dtype], target, warmup_ms, rep_ms)
+                        timing = _measure(_attention(name, head_dim, alpha, theta), batch, n_heads, kv_heads,
+                                          seq_len, head_dim, DTYPES[dtype], target, warmup_ms, rep_ms)
                         results.append({**cell, **timing, "status": "ok"})
                     except torch.OutOfMemoryError:
                         results.append({**cell, "status": "oom"})

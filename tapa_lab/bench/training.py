@@ -5,21 +5,25 @@ CUDA ``torch.cuda.max_memory_allocated``, on CPU the growth of the process's pea
 before the first step (``ru_maxrss``). A step is forward + backward + AdamW on random tokens; the first
 ``warmup_steps`` are not timed. With ``compile``, each cell's decoder is compiled (``torch.compile``, inductor) and its
 first warm-up step compiles.
+
+Only the YAML parsing (:func:`architecture_of`, :func:`posenc_of`) needs ``jsonargparse``; :func:`measure_cells` runs
+without it (the GPU acceptance run's image has none).
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 import platform
+import queue as queue_module
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 import yaml
-from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 
 from tapa_lab.bench.table import write_report
@@ -27,6 +31,9 @@ from tapa_lab.devices import resolve_device
 from tapa_lab.errors import ConfigError, require
 from tapa_lab.model import DecoderConfig, DecoderLM
 from tapa_lab.posenc import PositionalEncoding
+
+if TYPE_CHECKING:
+    from jsonargparse import Namespace
 
 POSENC_FRAGMENTS = Path("experiments/posenc")
 DEFAULT_POSENCS = ["experiments/posenc/rope.yaml", "experiments/posenc/tapa.yaml", "experiments/posenc/alibi.yaml",
@@ -50,6 +57,8 @@ def _model_section(path: str, field: str) -> dict:
 
 def _parse(section: dict, field: str) -> Namespace:
     """Validate a ``model`` section with the same jsonargparse types the training CLI uses."""
+    from jsonargparse import ArgumentParser
+
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--architecture", type=DecoderConfig, default=DecoderConfig())
     parser.add_argument("--posenc", type=PositionalEncoding | None, default=None)
@@ -62,7 +71,7 @@ def _parse(section: dict, field: str) -> Namespace:
 def architecture_of(model_config: str) -> DecoderConfig:
     """The ``model.architecture`` of a preset YAML (e.g. experiments/model/small.yaml), validated."""
     architecture = _parse(_model_section(model_config, "model_config"), "model_config").architecture
-    config = DecoderConfig(**vars(architecture)) if isinstance(architecture, Namespace) else architecture
+    config = architecture if isinstance(architecture, DecoderConfig) else DecoderConfig(**vars(architecture))
     config.validate()
     return config
 
@@ -88,10 +97,12 @@ def posenc_of(spec: str) -> tuple[str, dict]:
 
 
 def _build_posenc(config: dict, backend: str) -> PositionalEncoding:
-    parser = ArgumentParser()
-    parser.add_argument("--posenc", type=PositionalEncoding)
-    init_args = {**config["init_args"], "backend": backend}
-    return parser.instantiate_classes(parser.parse_object({"posenc": {**config, "init_args": init_args}})).posenc
+    """The PE of a ``{"class_path", "init_args"}`` config (already validated by :func:`posenc_of`), on ``backend``."""
+    module, name = config["class_path"].rsplit(".", 1)
+    posenc = getattr(importlib.import_module(module), name)(**{**config["init_args"], "backend": backend})
+    require(isinstance(posenc, PositionalEncoding), "posencs", "positional encodings (tapa_lab.posenc.<Class>)",
+            config["class_path"])
+    return posenc
 
 
 def _measure(architecture: DecoderConfig, posenc: str, posenc_config: dict, seq_len: int, batch_size: int,
@@ -130,11 +141,52 @@ def _measure(architecture: DecoderConfig, posenc: str, posenc_config: dict, seq_
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb() - rss_before)
     return {"posenc": posenc, "seq_len": seq_len, "batch_size": batch_size,
             "tokens_per_s": steps * batch_size * seq_len / elapsed, "step_ms": 1000 * elapsed / steps,
-            "peak_memory_mb": peak}
+            "peak_memory_mb": peak, "status": "ok"}
 
 
 def _child(queue: mp.Queue, kwargs: dict) -> None:
     queue.put(_measure(**kwargs))
+
+
+def measure_cells(architecture: DecoderConfig, pes: dict[str, dict], seq_lens: list[int], tokens_per_batch: int,
+                  steps: int, warmup_steps: int, device: str, backend: str, compile: bool,
+                  console: Console) -> list[dict]:
+    """Time every (PE, length) cell, each in a fresh spawned process.
+
+    Args:
+        architecture: the decoder's shape.
+        pes: ``{name: {"class_path", "init_args"}}`` (as :func:`posenc_of` gives them).
+        seq_lens, tokens_per_batch, steps, warmup_steps, backend, compile: as in :func:`bench_training`.
+        device: ``cpu`` or ``cuda``.
+        console: shows which cell runs.
+
+    Returns:
+        One dict per cell, lengths outermost: posenc, seq_len, batch_size, and tokens_per_s, step_ms,
+        peak_memory_mb, status ``ok``; or, when the cell's process died (its traceback is on stderr), status
+        ``error: ...`` and no timings.
+    """
+    context = mp.get_context("spawn")
+    results = []
+    with console.status("benchmarking") as status:
+        for seq_len in seq_lens:
+            for name, posenc_config in pes.items():
+                status.update(f"{name} at L = {seq_len}")
+                queue = context.Queue()
+                kwargs = dict(architecture=architecture, posenc=name, posenc_config=posenc_config, seq_len=seq_len,
+                              batch_size=max(1, tokens_per_batch // seq_len), steps=steps,
+                              warmup_steps=warmup_steps, device=device, backend=backend, compile=compile)
+                process = context.Process(target=_child, args=(queue, kwargs))
+                process.start()
+                result = None
+                while result is None and (process.is_alive() or not queue.empty()):
+                    try:
+                        result = queue.get(timeout=1.0)
+                    except queue_module.Empty:
+                        continue
+                process.join()
+                results.append(result or {"posenc": name, "seq_len": seq_len, "batch_size": kwargs["batch_size"],
+                                          "status": f"error: the cell's process exited with {process.exitcode}"})
+    return results
 
 
 def bench_training(
@@ -176,21 +228,9 @@ def bench_training(
     device = resolve_device(device).type
     if threads is not None:
         torch.set_num_threads(threads)
-    context = mp.get_context("spawn")
-    results = []
     console = Console()
-    with console.status("benchmarking") as status:
-        for seq_len in seq_lens:
-            for name, posenc_config in pes.items():
-                status.update(f"{name} at L = {seq_len}")
-                queue = context.Queue()
-                kwargs = dict(architecture=architecture, posenc=name, posenc_config=posenc_config, seq_len=seq_len,
-                              batch_size=max(1, tokens_per_batch // seq_len), steps=steps,
-                              warmup_steps=warmup_steps, device=device, backend=backend, compile=compile)
-                process = context.Process(target=_child, args=(queue, kwargs))
-                process.start()
-                results.append(queue.get())
-                process.join()
+    results = measure_cells(architecture, pes, seq_lens, tokens_per_batch, steps, warmup_steps, device, backend,
+                            compile, console)
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'} " \
         f"({torch.get_num_threads()} threads)"
     compiled = ", compiled" if compile else ""
@@ -200,10 +240,11 @@ def bench_training(
 
 def _report(results: list[dict], machine: str, out_dir: Path, console: Console) -> None:
     """Print a rich table (with each PE's ratio to RoPE) and write training.json and training.md."""
-    rope = {r["seq_len"]: r["tokens_per_s"] for r in results if r["posenc"] == "rope"}
+    rope = {r["seq_len"]: r["tokens_per_s"] for r in results if r["posenc"] == "rope" and "tokens_per_s" in r}
     header = ["PE", "L", "batch", "tokens/s", "x RoPE", "step ms", "peak MB"]
     rows = [[r["posenc"], str(r["seq_len"]), str(r["batch_size"]), f"{r['tokens_per_s']:.0f}",
              f"{r['tokens_per_s'] / rope[r['seq_len']]:.2f}" if r["seq_len"] in rope else "-",
-             f"{r['step_ms']:.0f}", f"{r['peak_memory_mb']:.0f}"] for r in results]
+             f"{r['step_ms']:.0f}", f"{r['peak_memory_mb']:.0f}"] if "tokens_per_s" in r
+            else [r["posenc"], str(r["seq_len"]), str(r["batch_size"]), r["status"], "-", "-", "-"] for r in results]
     write_report(f"Training throughput on {machine}", header, rows, {"machine": machine, "results": results},
                  out_dir, "training", console)

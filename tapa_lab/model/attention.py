@@ -29,8 +29,8 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.layer_idx = layer_idx
         self.head_dim = dim // n_heads
-        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wq: nn.Linear | HeadSplitLinear = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk: nn.Linear | HeadSplitLinear = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
         posenc.bind(n_heads, n_kv_heads, self.head_dim)  # after the projections: the same random stream as before

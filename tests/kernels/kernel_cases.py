@@ -162,3 +162,29 @@ def assert_matches_reference(attention: Attention, reference: Attention, case: A
             failures.append(f"{name}: |kernel - fp64| = {error:.3g} > allowed {allowed:.3g}")
     assert not failures, f"{case}: " + "; ".join(failures)
 
+
+
+#: METHOD.md's bound on ``||kernel - fp64 reference|| / ||reference||`` (Frobenius norms, per output and gradient) with
+#: the inputs rounded to the kernel's dtype first: fp32 (the kernels use IEEE fp32 dots, not TF32) lands far under
+#: 1e-3; fp16 keeps 11 significant bits and bf16 8, and the kernels round only the probabilities and dS to them
+#: before the second products (fp32 accumulation), so bf16 lands between 1e-3 and 1e-2 and fp16 near 8x lower.
+RELATIVE_BOUND = {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 1e-2}
+
+
+def relative_error(actual: Tensor, exact: Tensor) -> float:
+    """``||actual - exact|| / ||exact||`` over all elements; NaN or inf anywhere in ``actual`` gives NaN."""
+    if not torch.isfinite(actual).all():
+        return math.nan
+    return ((actual - exact).norm() / exact.norm().clamp_min(1e-300)).item()
+
+
+def relative_errors(attention: Attention, reference: Attention, case: AttentionCase, device: torch.device | str,
+                    seed: int = 0) -> dict[str, float]:
+    """``{out, dq, dk, dv, ...: relative error}`` of ``attention`` on ``case`` against the fp64 ``reference``, both on
+    the same inputs rounded to the case's dtype (so the error is the kernel's arithmetic, not the inputs' rounding)."""
+    leaves = {n: x.to(case.dtype).double() for n, x in make_leaves(case, seed).items()}
+    grad_out = torch.randn(case.batch, case.heads, case.lq, case.head_dim, generator=torch.Generator().manual_seed(
+        seed + 1)).to(case.dtype).double()
+    exact = _output_and_grads(reference, case, cast_leaves(leaves, torch.float64, "cpu"), grad_out)
+    actual = _output_and_grads(attention, case, cast_leaves(leaves, case.dtype, device), grad_out)
+    return {name: relative_error(actual[name], ref) for name, ref in exact.items()}

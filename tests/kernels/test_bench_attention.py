@@ -50,3 +50,22 @@ def test_compiled_rope_sdpa_baseline_runs_and_computes_rope_sdpa(tmp_path: Path)
     expected = F.scaled_dot_product_attention(rotate(q, cos, sin), rotate(k, cos, sin), v, is_causal=True)
     for name in ("rope-sdpa", "rope-sdpa-compiled"):
         torch.testing.assert_close(_attention(name, 16, 0.1, 0.5)(q, k, v), expected, msg=name)
+
+
+def test_flex_and_sdpa_baselines_compute_causal_gqa_attention() -> None:
+    """FlexAttention (eager on CPU, forward only there) and SDPA with 4 query heads on 2 key/value heads."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 32, 16, generator=gen)
+    k, v = torch.randn(2, 1, 2, 32, 16, generator=gen).unbind(0)
+    expected = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), is_causal=True)
+    for name in ("flex", "sdpa-flash", "sdpa-math"):
+        with torch.no_grad():
+            torch.testing.assert_close(_attention(name, 16, 0.1, 0.5)(q, k, v), expected, msg=name)
+
+
+def test_time_budget_skips_the_cells_after_it(tmp_path: Path) -> None:
+    results = bench_attention(implementations=["sdpa-math"], device="cpu", seq_lens=[16, 32], head_dims=[16],
+                              n_heads=4, kv_heads=2, tokens_per_batch=32, dtype="float32", warmup_ms=1, rep_ms=1,
+                              time_budget_s=0.0, out_dir=str(tmp_path))
+    assert [r["status"] for r in results] == ["skipped: time_budget_s = 0.0 spent"] * 2
+    assert results[0]["kv_heads"] == 2

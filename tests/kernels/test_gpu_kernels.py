@@ -1,4 +1,5 @@
-"""GPU-only kernel tests: bf16 (wrong in the interpreter), long sequences, head dims 96/128, and autotuning."""
+"""GPU-only kernel tests: bf16 (wrong in the interpreter), long sequences, head dims 96/128, and autotuning, on outputs
+poisoned with NaN (conftest's ``poisoned_outputs``). The per-dtype relative-error bounds are in test_kernel_accuracy."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from kernel_cases import (
 
 from tapa_lab.kernels import causal_attention, tapa_attention
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+              pytest.mark.usefixtures("poisoned_outputs")]
 
 BF16 = torch.bfloat16
 
