@@ -83,7 +83,8 @@ def compile_case(case: Case) -> dict:
 
     Returns:
         The case's fields, and ``regs``, ``spill_stores``, ``spill_loads``, ``stack``, ``shared`` (bytes), ``fits``,
-        ``compile_s`` (wall), ``cpu_s`` (with ptxas), ``ptx_target``; or ``error`` (the compiler's message) and ``fits`` false.
+        ``compile_s`` (wall), ``cpu_s`` (with ptxas), ``ptx_target``; or ``error`` (the compiler's message) and
+        ``fits`` false.
     """
     import triton
     from triton import knobs

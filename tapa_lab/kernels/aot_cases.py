@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tapa_lab.kernels.autotune import bwd_dkdv_configs, bwd_dq_configs, fwd_configs
 from tapa_lab.kernels.launch import block_dim
 
 #: Compute capability -> (name, the largest dynamic shared memory of one block in bytes, with the opt-in).
@@ -86,6 +85,8 @@ def variants(kernel: str) -> list[str]:
 
 def configs(kernel: str, variant: str, head_dim: int) -> list[tuple[int, int, int, int]]:
     """``(block_m, block_n, num_warps, num_stages)`` of every configuration a launch of ``kernel`` can use."""
+    from tapa_lab.kernels.autotune import bwd_dkdv_configs, bwd_dq_configs, fwd_configs  # imports triton
+
     lists = {"fwd": fwd_configs, "bwd_dkdv": bwd_dkdv_configs, "bwd_dq": bwd_dq_configs}
     if kernel in lists:
         return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
@@ -205,7 +206,8 @@ def _rope_args(case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
     runtime |= {"stride_cs_l": table.stride(0), "stride_cs_d": table.stride(1)}
     runtime |= {f"stride_o_{axis}": value for axis, value in zip("bhld", x.contiguous().stride(), strict=True)}
     runtime |= {"scale": 1.0, "H": HEADS, "L": LENGTH, "HALF": half, "D": d}
-    return runtime, {"CONJUGATE": case.variant == "backward", "BLOCK_L": case.block_m, "BLOCK_HALF": case.block_n, "BLOCK_PASS": triton_next_power_of_2(n_pass) if n_pass else 0}
+    return runtime, {"CONJUGATE": case.variant == "backward", "BLOCK_L": case.block_m, "BLOCK_HALF": case.block_n,
+                     "BLOCK_PASS": triton_next_power_of_2(n_pass) if n_pass else 0}
 
 
 def launch_args(case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -244,17 +246,29 @@ def specialisation(case: Case) -> tuple[dict[str, str], dict[str, Any], set[str]
     return signature, values | constexprs, divisible
 
 
+def heaviest(kernel: str) -> list[str]:
+    """The variants of each score mode with every option on (the most code: document masking, GQA, the per-head
+    gradient), or every variant of the kernels without modes."""
+    if kernel not in ATTENTION_KERNELS:
+        return variants(kernel)
+    return [f"{mode}{'+alpha' if kernel == 'bwd_dq' and mode == 'tapa' else ''}+docs+gqa" for mode in MODES]
+
+
 def matrix(kernels: list[str], targets: list[int], head_dims: list[int], dtypes: list[str],
-           variant_names: list[str] | None = None) -> list[Case]:
-    """Every case of the given axes with every configuration; ``variant_names``: only these attention variants
-    (the preprocessing and RoPE kernels keep theirs)."""
+           full: bool = False) -> list[Case]:
+    """The compile matrix over the given axes.
+
+    Args:
+        full: every variant at every configuration; else every configuration of the :func:`heaviest` variants and
+            every other variant at the first configuration of its kernel's list (the one the lists lead with).
+    """
     cases = []
     for cc in targets:
         for d in head_dims:
             for dtype in dtypes:
                 for kernel in kernels:
                     for variant in variants(kernel):
-                        if kernel in ATTENTION_KERNELS and variant_names is not None and variant not in variant_names:
-                            continue
-                        cases += [Case(kernel, variant, cc, d, dtype, *c) for c in configs(kernel, variant, d)]
+                        every = full or variant in heaviest(kernel)
+                        cases += [Case(kernel, variant, cc, d, dtype, *c)
+                                  for c in configs(kernel, variant, d)[:None if every else 1]]
     return cases
