@@ -117,7 +117,7 @@ def _projection(heads: int, head_dim: int, dtype: torch.dtype) -> Tensor:
     return torch.empty(BATCH, LENGTH, heads, head_dim, dtype=dtype, device="meta").transpose(1, 2)
 
 
-def _phase_operands(phase: str, q_phase: Tensor, k_phase: Tensor) -> tuple[Tensor, Tensor]:
+def phase_operands(phase: str, q_phase: Tensor, k_phase: Tensor) -> tuple[Tensor, Tensor]:
     """TAPA's phase operands as :meth:`tapa_lab.posenc.tapa.TAPA.phase_operands` forms them, per phase variant."""
     if phase == "linear":
         q_sum, k_sum = q_phase.sum(-1, keepdim=True), k_phase.sum(-1, keepdim=True)
@@ -125,7 +125,7 @@ def _phase_operands(phase: str, q_phase: Tensor, k_phase: Tensor) -> tuple[Tenso
     if phase == "static":
         heads = q_phase.shape[1]
         static = torch.empty(heads, dtype=q_phase.dtype, device="meta").view(1, heads, 1, 1)
-        return static.expand(BATCH, heads, LENGTH, 1), torch.ones_like(k_phase[..., :1])
+        return static.expand(q_phase.shape[0], heads, q_phase.shape[2], 1), torch.ones_like(k_phase[..., :1])
     if phase == "offset":
         offset = torch.empty(1, q_phase.shape[1], 1, 1, dtype=q_phase.dtype, device="meta").expand(
             *q_phase.shape[:3], 1)
@@ -150,7 +150,7 @@ def _attention_args(case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
     if tapa:
         da = d // 2
         q_amp, k_amp = q[..., :da], k[..., :da]
-        q_phase, k_phase = _phase_operands(phase, q[..., da:], k[..., da:])
+        q_phase, k_phase = phase_operands(phase, q[..., da:], k[..., da:])
     da, dp, dv = q_amp.shape[-1], q_phase.shape[-1] if tapa else 1, d
     fp32 = torch.empty(0, device="meta")
     param = fp32 if mode_name != "plain" else q_amp
