@@ -8,6 +8,7 @@ lists must hold only configurations that launch. Spills are reported, not failur
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections import defaultdict
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tapa_lab.bench.table import write_report
 from tapa_lab.errors import require
 from tapa_lab.kernels.aot import compile_cases
-from tapa_lab.kernels.aot_cases import DTYPES, HEAD_DIMS, KERNELS, TARGETS, Case, matrix
+from tapa_lab.kernels.aot_cases import DEFAULT_DTYPES, DTYPES, HEAD_DIMS, KERNELS, TARGETS, Case, matrix
 
 HEADER = ["kernel", "variant", "target", "D", "dtype", "config", "regs", "spills B (st/ld)", "smem KB", "fits",
           "compile s"]
@@ -57,7 +58,7 @@ def bench_compile(
     kernels: list[str] = list(KERNELS),  # noqa: B006 - read-only default shown in --help
     targets: list[int] = [80, 90],  # noqa: B006
     head_dims: list[int] = list(HEAD_DIMS),  # noqa: B006
-    dtypes: list[str] = list(DTYPES),  # noqa: B006
+    dtypes: list[str] = list(DEFAULT_DTYPES),  # noqa: B006
     full: bool = False,
     workers: int = 2,
     out_dir: str = "checkpoints/bench",
@@ -68,12 +69,13 @@ def bench_compile(
         kernels: among fwd, bwd_dkdv, bwd_dq, bwd_preprocess, rope.
         targets: compute capabilities: 80 (A100), 90 (H100/H200).
         head_dims: head dims D of the model (TAPA splits them in halves).
-        dtypes: fp16, bf16.
+        dtypes: fp16, bf16, fp32 (IEEE fp32 dots, as the launchers give fp32 inputs).
         full: every variant at every autotune configuration; default: every configuration of each score mode with
             every option on (document masking, GQA, learnable alpha), and every other variant at the first
             configuration.
         workers: compile processes.
-        out_dir: where compile.json, compile.md and compile_summary.md are written.
+        out_dir: where compile.json, compile.md and compile_summary.md are written (and, as they come,
+            compile.partial.jsonl: the results of an interrupted run).
 
     Returns:
         One dict per compile (see :func:`tapa_lab.kernels.aot.compile_case`). Exits with status 1 if any compile
@@ -89,6 +91,9 @@ def bench_compile(
     require(workers >= 1, "workers", ">= 1", workers)
     cases = matrix(kernels, targets, head_dims, dtypes, full)
     console = Console()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = (out / "compile.partial.jsonl").open("w")  # each result as it comes: an interrupted run keeps them
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -96,16 +101,18 @@ def bench_compile(
         task = progress.add_task("compiling", total=len(cases))
 
         def advance(result: dict) -> None:
+            partial.write(json.dumps(result) + "\n")
+            partial.flush()
             progress.update(task, advance=1, description=f"{result['kernel']} {result['variant']} sm_{result['cc']}")
 
-        results, cpu_s = compile_cases(cases, workers, advance)
+        with partial:
+            results, cpu_s = compile_cases(cases, workers, advance)
     wall_s = time.perf_counter() - start
     machine = f"{platform.processor() or platform.machine()}, triton {version('triton')}"
     title = (f"AOT compile of {len(cases)} kernels on {machine} ({workers} workers): {cpu_s:.0f} CPU s, "
              f"{wall_s:.0f} s wall")
     payload = {"machine": machine, "triton": version("triton"), "cases": len(cases), "cpu_s": cpu_s,
                "wall_s": wall_s, "workers": workers, "results": results}
-    out = Path(out_dir)
     write_report(title, HEADER, [_row(r) for r in results], payload, out, "compile", console)
     write_report(title, SUMMARY, summarise(results), {"title": title}, out, "compile_summary", console)
     bad = [r for r in results if not r["fits"]]

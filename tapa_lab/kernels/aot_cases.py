@@ -34,7 +34,8 @@ TARGETS: dict[int, tuple[str, int]] = {80: ("sm_80 (A100)", 163 * 1024), 90: ("s
 REGISTERS_PER_SM = 65536
 MAX_REGISTERS_PER_THREAD = 255
 HEAD_DIMS = (64, 128)
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DEFAULT_DTYPES = ("fp16", "bf16")
 ATTENTION_KERNELS = ("fwd", "bwd_dkdv", "bwd_dq")
 KERNELS = (*ATTENTION_KERNELS, "bwd_preprocess", "rope")
 MODES = {"plain": 0, "alibi": 1, "tapa": 2}
@@ -160,7 +161,8 @@ def _attention_args(case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
     ops = [q_amp, k_amp, q_phase if tapa else q_amp, k_phase if tapa else k_amp, v]
     names = ["qa", "ka", "qp", "kp", "v"]
     stride_of = [q_amp, k_amp, q_phase, k_phase, v]
-    constexprs = {"MODE": MODES[mode_name], "HAS_DOCS": docs, "DOT_PRECISION": "tf32", "BLOCK_DA": block_dim(da),
+    constexprs = {"MODE": MODES[mode_name], "HAS_DOCS": docs,
+                  "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32", "BLOCK_DA": block_dim(da),
                   "BLOCK_DP": block_dim(dp), "BLOCK_DV": block_dim(dv), "BLOCK_M": case.block_m,
                   "BLOCK_N": case.block_n}
     pointers = dict(zip(["Q_AMP", "K_AMP", "Q_PHASE", "K_PHASE", "V"], ops, strict=True))
@@ -256,16 +258,16 @@ def heaviest(kernel: str) -> list[str]:
 
 def matrix(kernels: list[str], targets: list[int], head_dims: list[int], dtypes: list[str],
            full: bool = False) -> list[Case]:
-    """The compile matrix over the given axes.
+    """The compile matrix over the given axes, head dim by head dim (in the given order), then dtype, then target.
 
     Args:
         full: every variant at every configuration; else every configuration of the :func:`heaviest` variants and
             every other variant at the first configuration of its kernel's list (the one the lists lead with).
     """
     cases = []
-    for cc in targets:
-        for d in head_dims:
-            for dtype in dtypes:
+    for d in head_dims:
+        for dtype in dtypes:
+            for cc in targets:
                 for kernel in kernels:
                     for variant in variants(kernel):
                         every = full or variant in heaviest(kernel)

@@ -12,7 +12,7 @@ from triton.backends.compiler import BaseBackend
 
 from tapa_lab.kernels.aot import compile_cases, fits, parse_ptxas_log
 from tapa_lab.kernels.aot_cases import (
-    DTYPES,
+    DEFAULT_DTYPES,
     HEAD_DIMS,
     KERNELS,
     TARGETS,
@@ -31,7 +31,7 @@ def sampled_cases(cc: int) -> list[Case]:
     cases = []
     for kernel in KERNELS:
         for i, variant in enumerate(variants(kernel)):
-            d, dtype = HEAD_DIMS[i % len(HEAD_DIMS)], list(DTYPES)[i // len(HEAD_DIMS) % len(DTYPES)]
+            d, dtype = HEAD_DIMS[i % len(HEAD_DIMS)], DEFAULT_DTYPES[i // len(HEAD_DIMS) % len(DEFAULT_DTYPES)]
             kernel_configs = configs(kernel, variant, d)
             cases.append(Case(kernel, variant, cc, d, dtype, *kernel_configs[i % len(kernel_configs)]))
     return cases
