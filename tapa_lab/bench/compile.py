@@ -71,8 +71,8 @@ def bench_compile(
         head_dims: head dims D of the model (TAPA splits them in halves).
         dtypes: fp16, bf16, fp32 (IEEE fp32 dots, as the launchers give fp32 inputs).
         full: every variant at every autotune configuration; default: every configuration of each score mode with
-            every option on (document masking, GQA, learnable alpha), and every other variant at the first
-            configuration.
+            GQA, and with every option on (document masking, GQA, learnable alpha), and every other variant at the
+            first configuration.
         workers: compile processes.
         out_dir: where compile.json, compile.md and compile_summary.md are written (and, as they come,
             compile.partial.jsonl: the results of an interrupted run).

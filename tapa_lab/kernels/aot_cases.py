@@ -249,11 +249,14 @@ def specialisation(case: Case) -> tuple[dict[str, str], dict[str, Any], set[str]
 
 
 def heaviest(kernel: str) -> list[str]:
-    """The variants of each score mode with every option on (the most code: document masking, GQA, the per-head
-    gradient), or every variant of the kernels without modes."""
+    """Per score mode, the variant with GQA (its key loop is software-pipelined: the most shared memory, growing with
+    num_stages) and the one with every option on (the most registers: document masking, GQA, the per-head gradient;
+    the branch on the documents in the key loop stops the pipelining, so num_stages changes nothing there); every
+    variant of the kernels without modes."""
     if kernel not in ATTENTION_KERNELS:
         return variants(kernel)
-    return [f"{mode}{'+alpha' if kernel == 'bwd_dq' and mode == 'tapa' else ''}+docs+gqa" for mode in MODES]
+    alpha = {"tapa": "+alpha"} if kernel == "bwd_dq" else {}
+    return [name for mode in MODES for name in (f"{mode}+gqa", f"{mode}{alpha.get(mode, '')}+docs+gqa")]
 
 
 def matrix(kernels: list[str], targets: list[int], head_dims: list[int], dtypes: list[str],
