@@ -27,13 +27,17 @@ from tapa_lab.posenc import TAPA, TAPALinearPhase, TAPAStaticPhase
 
 def sampled_cases(cc: int) -> list[Case]:
     """Every variant of every kernel once for target ``cc``; the i-th variant of a kernel takes head dim, dtype and
-    configuration number i (modulo each list), so every axis value appears."""
+    configuration number i (modulo each list), so every axis value appears; and per attention kernel, the pipelined
+    TAPA variant at D = 128 with its largest tiles and most stages (the most shared memory)."""
     cases = []
     for kernel in KERNELS:
         for i, variant in enumerate(variants(kernel)):
             d, dtype = HEAD_DIMS[i % len(HEAD_DIMS)], DEFAULT_DTYPES[i // len(HEAD_DIMS) % len(DEFAULT_DTYPES)]
             kernel_configs = configs(kernel, variant, d)
             cases.append(Case(kernel, variant, cc, d, dtype, *kernel_configs[i % len(kernel_configs)]))
+    for kernel in ("fwd", "bwd_dkdv", "bwd_dq"):  # the most shared memory: the largest pipelined tiles at D = 128
+        largest = max(configs(kernel, "tapa+gqa", 128), key=lambda c: c[0] * c[1] * c[3])
+        cases.append(Case(kernel, "tapa+gqa", cc, 128, "bf16", *largest))
     return cases
 
 
