@@ -76,6 +76,17 @@ def ablation(session: nox.Session) -> None:
     session.run("tapa-lab", "ablation", "run", "--grid", grid, *rest)
 
 
+@nox.session(name="compile", default=False)
+def compile_kernels(session: nox.Session) -> None:
+    """Compile every Triton kernel ahead of time for sm_80 and sm_90 (no GPU needed): registers, spills, shared memory.
+
+    Args go to `tapa-lab bench compile` (e.g. `-- --full true --workers 16` for every variant at every config).
+    Fails if a compile fails or does not fit its target. CI samples the matrix (tests/kernels/test_aot_compile.py).
+    """
+    install(session)
+    session.run("tapa-lab", "bench", "compile", *session.posargs)
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks: training throughput per PE (CPU or GPU) and the attention kernels (GPU). Args go to both."""

@@ -20,6 +20,7 @@ from jsonargparse import CLI
 
 from tapa_lab.ablation.command import report_grid, run_grid, status_grid
 from tapa_lab.bench.attention import bench_attention
+from tapa_lab.bench.compile import bench_compile
 from tapa_lab.bench.decode import bench_decode
 from tapa_lab.bench.training import bench_training
 from tapa_lab.cli import run_lightning
@@ -35,7 +36,8 @@ def lab_commands() -> dict[str, Callable | dict[str, Callable]]:
     """The lab's own subcommands, each a typed function whose docstring is its ``--help``."""
     return {
         "data": {"prepare": prepare_corpus},
-        "bench": {"attention": bench_attention, "training": bench_training, "decode": bench_decode},
+        "bench": {"attention": bench_attention, "training": bench_training, "decode": bench_decode,
+                  "compile": bench_compile},
         "ablation": {"run": run_grid, "status": status_grid, "report": report_grid},
         "eval": evaluate,
         "lm-eval": lm_eval_command,
