@@ -143,6 +143,7 @@ def compile_cases(cases: list[Case], workers: int = 2, on_result: Callable[[dict
         readers = [threading.Thread(target=_reader, args=(p.stdout, results), daemon=True) for p in processes]
         for process, share, reader in zip(processes, shares, readers, strict=True):
             reader.start()
+            assert process.stdin is not None  # Popen(stdin=PIPE)
             process.stdin.write(json.dumps([dataclasses.asdict(case) for case in share]))
             process.stdin.close()
         running = len(processes)

@@ -152,7 +152,7 @@ def _attention_args(case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
         da = d // 2
         q_amp, k_amp = q[..., :da], k[..., :da]
         q_phase, k_phase = phase_operands(phase, q[..., da:], k[..., da:])
-    da, dp, dv = q_amp.shape[-1], q_phase.shape[-1] if tapa else 1, d
+    da, dp, dv = q_amp.shape[-1], q_phase.shape[-1] if q_phase is not None else 1, d
     fp32 = torch.empty(0, device="meta")
     param = fp32 if mode_name != "plain" else q_amp
     doc = torch.empty(0, dtype=torch.int32, device="meta") if docs else fp32
@@ -203,7 +203,7 @@ def _rope_args(case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
     half = _rope_half(case.variant, d)
     table = torch.empty(LENGTH, half, device="meta")
     n_pass = d - 2 * half
-    runtime = {"X": x, "COS": table, "SIN": table, "OUT": x.contiguous()}
+    runtime: dict[str, Any] = {"X": x, "COS": table, "SIN": table, "OUT": x.contiguous()}
     runtime |= {f"stride_x_{axis}": value for axis, value in zip("bhld", x.stride(), strict=True)}
     runtime |= {"stride_cs_l": table.stride(0), "stride_cs_d": table.stride(1)}
     runtime |= {f"stride_o_{axis}": value for axis, value in zip("bhld", x.contiguous().stride(), strict=True)}
