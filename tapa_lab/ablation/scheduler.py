@@ -76,11 +76,11 @@ def partitions() -> list[Partition] | None:
     for line in listing.stdout.splitlines():
         name, _, limit = line.strip().partition("|")
         if name:
-            found[name.rstrip("*")] = Partition(name.rstrip("*"), _minutes(limit), name.endswith("*"))
+            found[name.rstrip("*")] = Partition(name.rstrip("*"), parse_minutes(limit), name.endswith("*"))
     return list(found.values())
 
 
-def _minutes(limit: str) -> float | None:
+def parse_minutes(limit: str) -> float | None:
     """``sinfo``'s ``%l`` (``30:00``, ``1:00:00``, ``2-00:00:00``, ``infinite``) in minutes; ``None``: no limit."""
     match = _TIME.fullmatch(limit.strip())
     if match is None:

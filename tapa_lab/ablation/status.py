@@ -3,7 +3,8 @@
 States: ``queued`` (submitted, not started), ``running`` (its lock is held, or its job runs), ``done``, ``failed``
 (with the error's last line), ``diverged``, ``skipped`` (its parent did not finish), ``interrupted`` (started, then
 stopped without a result; ``run`` resumes it) and ``pending`` (never started). ``retried`` counts the trainings
-started after the first (requeues, reruns, resumes).
+started after the first (requeues, reruns, resumes). A failed or skipped cell whose SLURM job is queued or running
+again (requeued, or submitted again by ``run``) is ``queued`` or ``running``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def _status(out_dir: Path, row: Row) -> CellStatus:
     retried = max(0, _fits(folder) - 1)
     if lock_held(folder):
         return CellStatus(row, "running", "", retried, job)
-    if row.result.status in RESULT_STATES:
+    final = row.result.status in ("finished", "diverged")
+    state = job_state(job) if submission.get("executor") == "SlurmJob" and not final else None
+    if row.result.status in RESULT_STATES and state not in QUEUED_STATES | RUNNING_STATES:
         return CellStatus(row, RESULT_STATES[row.result.status], row.result.error or "", retried, job)
-    if submission:
-        state = job_state(job) if submission.get("executor") == "SlurmJob" else None
+    if submission:  # not run yet, or its failure is being retried: its job (requeued or submitted again) says
         if state is None or state in QUEUED_STATES:
             return CellStatus(row, "queued", state or "submitted", retried, job)
         if state in RUNNING_STATES:

@@ -92,7 +92,7 @@ def test_a_partition_or_time_limit_the_cluster_lacks_is_one_line_naming_the_fiel
 @pytest.mark.parametrize("limit,minutes", [("30:00", 30.0), ("1:00:00", 60.0), ("2-00:00:00", 2880.0),
                                            ("1-02:03:30", 1563.5), ("infinite", None)])
 def test_sinfo_time_limits_are_read_in_minutes(limit, minutes):
-    assert scheduler._minutes(limit) == minutes
+    assert scheduler.parse_minutes(limit) == minutes
 
 
 def test_slurm_submission_carries_the_grid_settings_with_the_command_line_winning(tmp_path, monkeypatch):
