@@ -9,6 +9,9 @@ The module's grids are submitted once (fixture ``grids``); the tests follow them
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ from slurm_cases import (
 )
 
 from tapa_lab.ablation.cluster import ALIVE_STATES
-from tapa_lab.ablation.layout import CONFIG_FILE, SUBMITIT_LOGS, cell_dir, last_checkpoint, run_dir
+from tapa_lab.ablation.layout import CONFIG_FILE, LOCK_FILE, SUBMITIT_LOGS, cell_dir, last_checkpoint, run_dir
 from tapa_lab.ablation.process import lab_process
 from tapa_lab.ablation.results import read_result
 from tapa_lab.ablation.scheduler import job_state, parse_minutes
@@ -121,10 +124,13 @@ def test_a_job_hitting_its_time_limit_gets_submitits_signal_and_resumes_in_the_r
     job = job_of(grids.timeout, nope)
     wait_for(lambda: last_checkpoint(grids.timeout, nope).is_file() and squeue_field(job, "%T") == "RUNNING",
              "the first checkpoint of the running cell")
+    # SLURM checks time limits every 30 s or so: pause the training (its process, not the submitit task) so that it is
+    # still under way when the limit comes, however fast this machine trains
+    os.kill(json.loads((cell_dir(grids.timeout, nope) / LOCK_FILE).read_text())["child"], signal.SIGSTOP)
     used = parse_minutes(squeue_field(job, "%M"))
     # the job ran `used` minutes of its 10; a limit of the next whole minute leaves under submitit's 90 s warning:
     scontrol("update", f"JobId={job}", f"TimeLimit={int(used) + 1}")
-    wait_for(lambda: squeue_field(job, "%T") in ("PENDING", "REQUEUED"), "submitit to requeue the job", timeout=120)
+    wait_for(lambda: squeue_field(job, "%T") in ("PENDING", "REQUEUED"), "submitit to requeue the job", timeout=180)
     interrupted_at = checkpoint_step(grids.timeout, nope)
     scontrol("update", f"JobId={job}", "TimeLimit=10")  # the requeued task gets its whole time again
     submitit_log = (cell_dir(grids.timeout, nope) / SUBMITIT_LOGS[1]).read_text()
