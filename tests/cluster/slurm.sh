@@ -98,7 +98,7 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=60 State=UP
 EOF
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 
 up() {
     install_packages
@@ -128,9 +128,9 @@ down() {
     local name
     for name in slurmd slurmctld; do
         if pid_alive "$DIR/$name.pid"; then
-            $SUDO kill "$(cat "$DIR/$name.pid")"
+            $SUDO kill "$(cat "$DIR/$name.pid" 2>/dev/null)" 2>/dev/null || true
             for _ in $(seq 100); do pid_alive "$DIR/$name.pid" || break; sleep 0.1; done
-            pid_alive "$DIR/$name.pid" && $SUDO kill -9 "$(cat "$DIR/$name.pid")"
+            pid_alive "$DIR/$name.pid" && $SUDO kill -9 "$(cat "$DIR/$name.pid" 2>/dev/null)" 2>/dev/null || true
         fi
         rm -f "$DIR/$name.pid"
     done
