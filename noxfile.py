@@ -30,6 +30,19 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
+@nox.session(default=False)
+def slurm(session: nox.Session) -> None:
+    """Bring up a one-node SLURM cluster on this machine (tests/cluster/slurm.sh: installs the Debian packages when
+    missing; needs root or sudo), run the tests against it (tests/cluster/), and bring it down whatever happened.
+
+    Args go to pytest (default ``-q tests/cluster``).
+    """
+    install(session, "cluster")
+    session.install("pytest>=8")
+    session.run("bash", "tests/cluster/slurm.sh", "run", "python", "-m", "pytest",
+                *(session.posargs or ["-q", "tests/cluster"]), external=True)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""

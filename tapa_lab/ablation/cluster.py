@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.markup import escape
 from submitit.helpers import Checkpointable
 
+from tapa_lab.ablation import scheduler
 from tapa_lab.ablation.executor import SlurmOptions, TaskLayout, task_layout
 from tapa_lab.ablation.expand import Cell
 from tapa_lab.ablation.layout import (
@@ -54,7 +55,7 @@ from tapa_lab.ablation.runner import Phase, run_phase
 #: Appended to a cell's ``fit`` inside SLURM: submitit owns requeue, Lightning's is off.
 SLURM_FIT_ARGS = ("--trainer.plugins+=lightning.pytorch.plugins.environments.SLURMEnvironment",
                   "--trainer.plugins.init_args.auto_requeue=false")
-#: SLURM job states of a job that is still queued or running (``sacct``).
+#: SLURM job states of a job that is still queued or running.
 ALIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING"}
 
 
@@ -228,14 +229,12 @@ def read_submission(out_dir: Path, cell_id: str) -> dict[str, Any] | None:
 
 
 def job_state(out_dir: Path, cell_id: str) -> str | None:
-    """The SLURM state of the cell's last job (``sacct``), or ``None`` when it has none or SLURM cannot tell."""
+    """The SLURM state of the cell's last job (:func:`~tapa_lab.ablation.scheduler.job_state`: ``squeue``, then
+    ``sacct``), or ``None`` when it has none or SLURM cannot tell."""
     record = read_submission(out_dir, cell_id)
     if record is None or record["executor"] != "SlurmJob":
         return None
-    try:
-        return str(submitit.SlurmJob(record["folder"], record["job_id"]).state).split()[0]
-    except Exception:  # noqa: BLE001 (sacct missing or failing: the state is unknown, not an error of the grid)
-        return None
+    return scheduler.job_state(record["job_id"])
 
 
 def job_alive(out_dir: Path, cell_id: str) -> bool:

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from tapa_lab.ablation.scheduler import check_partition
 from tapa_lab.ablation.spec import GridError
 from tapa_lab.errors import ConfigError
 
@@ -163,7 +164,8 @@ def resolve_executor(kind: str, grid_block: dict[str, Any], cli: SlurmOptions | 
         The merged settings for ``slurm``; ``None`` for ``local``.
 
     Raises:
-        ConfigError: an unknown executor, a bad field, submitit missing, or no ``sbatch`` on this machine.
+        ConfigError: an unknown executor, a bad field, submitit missing, no ``sbatch`` on this machine, or a
+            partition or time limit the cluster refuses (:func:`~tapa_lab.ablation.scheduler.check_partition`).
     """
     if kind not in ("local", "slurm"):
         raise ConfigError(f"executor = {kind!r}: one of local, slurm.")
@@ -171,6 +173,7 @@ def resolve_executor(kind: str, grid_block: dict[str, Any], cli: SlurmOptions | 
     if cli is not None:
         check_options(cli, "--slurm.")
         options = options.merged(cli)
+    cli = cli or SlurmOptions()
     if kind == "local":
         return None
     if importlib.util.find_spec("submitit") is None:
@@ -179,4 +182,12 @@ def resolve_executor(kind: str, grid_block: dict[str, Any], cli: SlurmOptions | 
     if shutil.which("sbatch") is None:
         raise ConfigError("executor = 'slurm': `sbatch` is not on PATH (not a SLURM login node?); "
                           "run the grid on this machine with --executor local.")
+    time = options.submitit_parameters()["time"]
+    check_partition(options.partition, time, _field("partition", cli, grid_block), _field("time", cli, grid_block))
     return options
+
+
+def _field(name: str, cli: SlurmOptions, grid_block: dict[str, Any]) -> str:
+    """How a message names setting ``name``: the grid's ``executor.<name>`` if the value came from there, else
+    ``--slurm.<name>`` (set on the command line, or unset: where to set it)."""
+    return f"executor.{name}" if getattr(cli, name) is None and name in grid_block else f"--slurm.{name}"

@@ -1,14 +1,14 @@
-"""Where every cell of a grid folder stands, from its files (and SLURM's ``sacct`` for submitted cells).
+"""Where every cell of a grid folder stands, from its files (and SLURM's ``squeue`` / ``sacct`` for submitted cells).
 
 States: ``queued`` (submitted, not started), ``running`` (its lock is held, or its job runs), ``done``, ``failed``
 (with the error's last line), ``diverged``, ``skipped`` (its parent did not finish), ``interrupted`` (started, then
 stopped without a result; ``run`` resumes it) and ``pending`` (never started). ``retried`` counts the trainings
-started after the first (requeues, reruns, resumes).
+started after the first (requeues, reruns, resumes). A failed or skipped cell whose SLURM job is queued or running
+again (requeued, or submitted again by ``run``) is ``queued`` or ``running``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 from tapa_lab.ablation.layout import INDEX_FILE, LOG_FILE, SUBMISSION_FILE, SUBMITIT_LOGS, cell_dir, run_dir
 from tapa_lab.ablation.process import lock_held
 from tapa_lab.ablation.results import Row, load_rows
+from tapa_lab.ablation.scheduler import job_state
 from tapa_lab.errors import ConfigError
 
 #: What a CellResult status is called in the status table.
@@ -49,10 +50,11 @@ def _status(out_dir: Path, row: Row) -> CellStatus:
     retried = max(0, _fits(folder) - 1)
     if lock_held(folder):
         return CellStatus(row, "running", "", retried, job)
-    if row.result.status in RESULT_STATES:
+    final = row.result.status in ("finished", "diverged")
+    state = job_state(job) if submission.get("executor") == "SlurmJob" and not final else None
+    if row.result.status in RESULT_STATES and state not in QUEUED_STATES | RUNNING_STATES:
         return CellStatus(row, RESULT_STATES[row.result.status], row.result.error or "", retried, job)
-    if submission:
-        state = _slurm_state(out_dir, row.cell_id) if submission.get("executor") == "SlurmJob" else None
+    if submission:  # not run yet, or its failure is being retried: its job (requeued or submitted again) says
         if state is None or state in QUEUED_STATES:
             return CellStatus(row, "queued", state or "submitted", retried, job)
         if state in RUNNING_STATES:
@@ -69,15 +71,6 @@ def _fits(folder: Path) -> int:
     if not log.is_file():
         return 0
     return sum(line.startswith("$ tapa-lab fit") for line in log.read_text(errors="replace").splitlines())
-
-
-def _slurm_state(out_dir: Path, cell_id: str) -> str | None:
-    """The cell's SLURM job state, when submitit (the ``cluster`` extra) is installed to ask."""
-    if importlib.util.find_spec("submitit") is None:
-        return None
-    from tapa_lab.ablation.cluster import job_state
-
-    return job_state(out_dir, cell_id)
 
 
 def _last_line(path: Path) -> str:

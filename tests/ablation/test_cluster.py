@@ -22,7 +22,7 @@ from grid_cases import EXPERIMENTS, FIXTURE_SET, minimal_grid
 from rich.console import Console
 from submitit.slurm import slurm as submitit_slurm
 
-from tapa_lab.ablation import cluster, runner
+from tapa_lab.ablation import cluster, runner, scheduler
 from tapa_lab.ablation.cluster import SLURM_FIT_ARGS, CellTask, ClusterLauncher, slurm_executor, with_layout
 from tapa_lab.ablation.command import run_grid, status_grid
 from tapa_lab.ablation.executor import SlurmOptions, TaskLayout, grid_options, resolve_executor, task_layout
@@ -72,9 +72,33 @@ def test_slurm_without_sbatch_points_to_the_local_executor(monkeypatch):
     assert resolve_executor("local", {"partition": "gpu"}, None) is None  # local ignores the cluster settings
 
 
+@pytest.mark.parametrize("block,cli,message", [
+    ({"partition": "gpu"}, SlurmOptions(partition="nope"),
+     "--slurm.partition = 'nope': not a partition of this cluster; one of: debug, gpu."),
+    ({"partition": "gpu", "time": 300}, None, "executor.time = 300: partition 'gpu' allows at most 240 minutes"),
+    ({"time": 300}, SlurmOptions(time=90), "--slurm.time = 90: partition 'debug' allows at most 30 minutes"),
+    ({}, None, "--slurm.time = 60: partition 'debug' allows at most 30 minutes"),  # the default time
+])
+def test_a_partition_or_time_limit_the_cluster_lacks_is_one_line_naming_the_field(block, cli, message, monkeypatch):
+    monkeypatch.setattr("tapa_lab.ablation.executor.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(scheduler, "partitions", lambda: [scheduler.Partition("debug", 30.0, True),
+                                                          scheduler.Partition("gpu", 240.0, False)])
+    with pytest.raises(ConfigError) as error:
+        resolve_executor("slurm", block, cli)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert resolve_executor("slurm", {"partition": "gpu", "time": 240}, None).time == 240  # at the limit: fine
+
+
+@pytest.mark.parametrize("limit,minutes", [("30:00", 30.0), ("1:00:00", 60.0), ("2-00:00:00", 2880.0),
+                                           ("1-02:03:30", 1563.5), ("infinite", None)])
+def test_sinfo_time_limits_are_read_in_minutes(limit, minutes):
+    assert scheduler.parse_minutes(limit) == minutes
+
+
 def test_slurm_submission_carries_the_grid_settings_with_the_command_line_winning(tmp_path, monkeypatch):
     monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: f"/usr/bin/{name}")  # srun "exists"
     monkeypatch.setattr("tapa_lab.ablation.executor.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(scheduler, "partitions", lambda: None)  # no cluster to ask (tests/cluster/ has one)
     block = {"partition": "gpu", "account": "lab", "qos": "normal", "time": 240, "gpus_per_task": 1,
              "cpus_per_task": 8, "mem": "64G", "array_parallelism": 4}
     options = resolve_executor("slurm", block, SlurmOptions(qos="high", array_parallelism=2))
@@ -229,6 +253,7 @@ def _running(pid: int) -> bool:
 def test_a_multi_node_cell_is_one_job_of_a_task_per_device_started_by_srun(tmp_path, monkeypatch):
     monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr("tapa_lab.ablation.executor.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(scheduler, "partitions", lambda: None)  # no cluster to ask (tests/cluster/ has one)
     grid = load_grid(EXPERIMENTS / "ablations" / "ddp-2node-gpu.yaml")
     cells = expand(grid, tmp_path / "out")
     assert {task_layout(cell.config["trainer"]) for cell in cells} == {TaskLayout(nodes=2, tasks_per_node=4, gpu=True)}
