@@ -43,8 +43,9 @@ class Cell(CellInfo):
     Attributes:
         config: the resolved config (every field, defaults included), without the logger.
         evaluation: the evaluation to run after training, or ``None``.
-        legacy_id: the id this cell had before ids were canonical (the plain digest of its config): a grid folder
-            written then is migrated to the canonical ids (:func:`tapa_lab.ablation.migrate.migrate_legacy_cells`).
+        legacy_id: the id this cell had before ids were canonical (the plain digest of its config as ``tapa-lab
+            ablation run`` resolved it then, :func:`legacy_form`): a grid folder written then is migrated to the
+            canonical ids (:func:`tapa_lab.ablation.migrate.migrate_legacy_cells`).
     """
 
     config: dict[str, Any]
@@ -93,17 +94,40 @@ def expand(grid: Grid, out_dir: Path) -> list[Cell]:
                 if stage.init_from is not None:
                     parent, legacy_parent = by_levels[(stage.init_from, tuple(levels.items()), seed)]
                     config["model"]["init_from"] = f"cell:{legacy_parent}"
-                    legacy_id = digest(config)
+                    legacy_id = digest(legacy_form(config))
                     config["model"]["init_from"] = f"cell:{parent}"  # the identity: the parent cell, not its path
                     cell_id = cell_digest(config)
                     config["model"]["init_from"] = str(last_checkpoint(out_dir, parent))
                 else:
-                    cell_id, legacy_id = cell_digest(config), digest(config)
+                    cell_id, legacy_id = cell_digest(config), digest(legacy_form(config))
                 by_levels[(stage.name, tuple(levels.items()), seed)] = (cell_id, legacy_id)
                 cells.setdefault(cell_id, Cell(cell_id=cell_id, stage=stage.name, levels=levels, seed=seed,
                                                init_from=parent, config=config,
                                                evaluation=grid.stage_evaluation(stage), legacy_id=legacy_id))
     return list(cells.values())
+
+
+#: Trainer fields typed ``int | float | None`` that the command read as floats before ids were canonical
+#: (``limit_val_batches: 8`` -> 8.0), whatever a process resolves them to now.
+LEGACY_FLOAT_FIELDS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                       "overfit_batches", "gradient_clip_val")
+
+
+def legacy_form(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as ``tapa-lab ablation run`` resolved it before December 2026 (the payload of the legacy ids): the
+    :data:`LEGACY_FLOAT_FIELDS` as floats, and the fields added with canonical ids (``model.optim.groups``, TAPA's
+    ``phase_schedule``) left out while they hold their defaults."""
+    trainer = dict(config["trainer"])
+    for key in LEGACY_FLOAT_FIELDS:
+        if type(trainer.get(key)) is int:
+            trainer[key] = float(trainer[key])
+    model = json.loads(json.dumps(config["model"]))
+    if model.get("optim", {}).get("groups") == []:
+        del model["optim"]["groups"]
+    init_args = model.get("posenc", {}).get("init_args", {})
+    if "phase_schedule" in init_args and init_args["phase_schedule"] is None:
+        del init_args["phase_schedule"]
+    return {**config, "trainer": trainer, "model": model}
 
 
 def _lab_parser() -> ArgumentParser:

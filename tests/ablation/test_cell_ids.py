@@ -40,14 +40,14 @@ def test_a_process_importing_lightning_first_expands_the_same_ids_as_the_command
 
 
 def test_the_legacy_id_is_the_id_the_earlier_runs_of_a_committed_grid_had():
-    # Expanded in a process with the command's import order (the one every earlier grid folder was written with:
-    # here, under pytest, lightning came first and `limit_val_batches: 8` resolves to 8 instead of 8.0).
+    # Expanded in another process with the command's import order, and in this one (where lightning came first and
+    # `limit_val_batches: 8` may resolve to 8 instead of 8.0): the legacy ids are those the earlier runs had, in both.
     grid = str(RESULTS / "extrapolation" / "grid.yaml")
     script = ("import json, tapa_lab.__main__; from pathlib import Path\n"
               "from tapa_lab.ablation.expand import expand; from tapa_lab.ablation.loader import load_grid\n"
-              "from tapa_lab.ablation.spec import digest\n"
+              "from tapa_lab.ablation.expand import legacy_form; from tapa_lab.ablation.spec import digest\n"
               f"cells = expand(load_grid(Path({grid!r})), Path('/nonexistent'))\n"
-              "assert all(c.legacy_id == digest(c.config) for c in cells)  # one stage: no parent in the payload\n"
+              "assert all(c.legacy_id == digest(legacy_form(c.config)) for c in cells)  # one stage: no parent\n"
               "print(json.dumps([[c.levels['pe'], c.legacy_id, c.cell_id] for c in cells]))")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     cells = json.loads(run.stdout.splitlines()[-1])
@@ -57,9 +57,10 @@ def test_the_legacy_id_is_the_id_the_earlier_runs_of_a_committed_grid_had():
     assert len(unchanged) == 14 * 4 * 3
     assert {legacy for legacy, _ in unchanged} <= committed
     assert not {new for _, new in unchanged} & committed  # the canonical ids are new (these configs hold 8.0)
-    assert {new for _, new in unchanged} == {c.cell_id for c in expand(load_grid(RESULTS / "extrapolation" /
-                                                                               "grid.yaml"), Path("/nonexistent"))
-                                             if c.levels["pe"] != "tapa"}  # and the same in this process
+    here = [c for c in expand(load_grid(RESULTS / "extrapolation" / "grid.yaml"), Path("/nonexistent"))
+            if c.levels["pe"] != "tapa"]
+    assert {c.cell_id for c in here} == {new for _, new in unchanged}  # the same in this process
+    assert {c.legacy_id for c in here} == {legacy for legacy, _ in unchanged}
 
 
 def test_an_old_grid_folder_is_renamed_to_the_canonical_ids_keeping_its_results(write_grid, tmp_path):
