@@ -8,12 +8,12 @@ The ``tapa-lab`` entry point itself (Lightning's subcommands plus the lab's) is 
 
 Every run lives in ``checkpoints/<name>/version_<n>/`` (``config.yaml``, ``checkpoints/``, ``metrics.jsonl``, the
 reproducibility record, and the TensorBoard or CSV logger's files) whatever Lightning logger it uses
-(:mod:`tapa_lab.lit.loggers`). The saved config pins it (``run_dir``), so passing it back resumes or evaluates that
-same run; a resume is checked before anything is written (:mod:`tapa_lab.lit.resume`) and never rewrites the run's
-``config.yaml`` (it writes ``config.resume-<n>.yaml``). ``--optimizer`` / ``--lr_scheduler`` take any torch optimizer
-and step-based scheduler by class path (e.g. experiments/optim/); without them the model trains with AdamW +
-warm-up + cosine (``model.optim``). The learning rate is ``model.optim.lr`` whatever the optimizer (linked into
-``optimizer.init_args.lr``).
+(:mod:`tapa_lab.lit.run_folder`, :mod:`tapa_lab.lit.loggers`). The saved config pins it (``run_dir``), so passing it
+back resumes or evaluates that same run; a resume is checked before anything is written (:mod:`tapa_lab.lit.resume`)
+and never rewrites the run's ``config.yaml`` (it writes ``config.resume-<n>.yaml``). ``--optimizer`` /
+``--lr_scheduler`` take any torch optimizer and step-based scheduler by class path (e.g. experiments/optim/); without
+them the model trains with AdamW + warm-up + cosine (``model.optim``). The learning rate is ``model.optim.lr`` whatever
+the optimizer (linked into ``optimizer.init_args.lr``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import Namespace, set_parsing_settings
+from jsonargparse import set_parsing_settings
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -43,14 +43,14 @@ from tapa_lab.lit.callbacks import RunRecord, StepProgressBar, TokenThroughputMo
 from tapa_lab.lit.checkpoint_callbacks import IntervalCheckpoint, RunIdentity
 from tapa_lab.lit.checkpoint_io import AtomicCheckpointIO, best_model_path, load_checkpoint
 from tapa_lab.lit.datamodule import TextDataModule
-from tapa_lab.lit.loggers import RunConfigSaver, folder_loggers, logger_configs, name_external_run, names_its_run
+from tapa_lab.lit.loggers import RunConfigSaver, names_its_run
 from tapa_lab.lit.metrics_file import MetricsFile
 from tapa_lab.lit.module import LanguageModel
 from tapa_lab.lit.resume import check_resume, later_config_name, run_identity
+from tapa_lab.lit.run_folder import pin_run_folder
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
 
-PINNED_VERSION_ENV = "TAPA_LAB_RUN_VERSION"
 ATOMIC_CHECKPOINT_IO = {"class_path": f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"}
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -65,8 +65,9 @@ class LabCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.add_argument("--run_dir", type=str | None, default=None,
                             help="The run folder (config.yaml, checkpoints/, metrics.jsonl, run records). null: "
-                                 "<root>/<name>/version_<n>, the next free n (see tapa_lab.cli.pin_run_folder); a "
-                                 "saved config.yaml names its own, so passing it back resumes or evaluates that run.")
+                                 "<root>/<name>/version_<n>, the next free n (see "
+                                 "tapa_lab.lit.run_folder.pin_run_folder); a saved config.yaml names its own, so "
+                                 "passing it back resumes or evaluates that run.")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/loss",
@@ -173,67 +174,6 @@ class LabCLI(LightningCLI):
             if created is not None and created.is_dir() and not any(created.iterdir()):
                 created.rmdir()
             raise
-
-
-def pin_run_folder(config: Namespace, create: bool = False) -> Path:
-    """Choose the run folder, and point the loggers that write into a folder of their own (TensorBoard, CSV) at it.
-
-    The folder is ``run_dir`` when the config names one (a saved ``config.yaml`` does, so passing it back resumes or
-    evaluates that run). Otherwise it is ``<root>/<name>/version_<n>`` with the next free ``n`` (created at once with
-    ``create``, so concurrent runs never share one): root and name are the TensorBoard or CSV logger's ``save_dir`` and
-    ``name`` (``auto``, the default, is the PE's class name, e.g. ``checkpoints/TAPA/version_0``), or
-    ``trainer.default_root_dir`` and the PE's class name with any other logger or none. A TensorBoard/CSV logger that
-    names its version pins that folder (configs saved before ``run_dir``). MLflow and W&B log where they are configured
-    to (the MLflow run is named ``<name>/version_<n>``); the lab's own files (``config.yaml``, ``checkpoints/``,
-    ``metrics.jsonl``, run records) are in the run folder whatever the logger. Starting ``fit`` from scratch in a
-    folder that holds checkpoints is refused (:func:`resolve_ckpt_path`), so nothing already trained is overwritten.
-
-    Raises:
-        ConfigError: naming ``trainer.logger`` when it is ``true`` or its package is not installed.
-    """
-    loggers = logger_configs(config)
-    in_folder = folder_loggers(loggers)
-    if config.get("run_dir") is not None:
-        run_dir = Path(config.run_dir)
-    else:
-        pinned = in_folder[0].init_args if in_folder else Namespace()
-        name = pinned.get("name")
-        base = Path(pinned.get("save_dir") or config.trainer.get("default_root_dir") or "checkpoints") / (
-            str(config.model.posenc.class_path).rsplit(".", 1)[-1] if name in (None, "auto") else name)
-        version = pinned.get("version")
-        if version is None:
-            if os.environ.get("LOCAL_RANK", "0") != "0" and PINNED_VERSION_ENV in os.environ:
-                version = int(os.environ[PINNED_VERSION_ENV])  # a DDP worker: use the folder rank 0 chose
-            else:
-                version = allocate_version(base) if create else next_version(base)
-                os.environ[PINNED_VERSION_ENV] = str(version)  # inherited by the workers DDP launches
-        run_dir = base / (version if isinstance(version, str) else f"version_{version}")
-    for logger in in_folder:
-        logger.init_args.save_dir = str(run_dir.parent.parent)
-        logger.init_args.name = run_dir.parent.name
-        logger.init_args.version = run_dir.name
-    for logger in loggers:
-        name_external_run(logger, run_dir)
-    return run_dir
-
-
-def next_version(base: Path) -> int:
-    """One above the highest ``version_<n>`` under ``base`` (0 if none)."""
-    taken = [int(p.name.split("_", 1)[1]) for p in base.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
-    return max(taken, default=-1) + 1
-
-
-def allocate_version(base: Path) -> int:
-    """Create the next free ``base/version_<n>`` and return ``n``; an exclusive ``mkdir`` makes concurrent runs with
-    the same logger name take different folders."""
-    base.mkdir(parents=True, exist_ok=True)
-    version = next_version(base)
-    while True:
-        try:
-            (base / f"version_{version}").mkdir()
-            return version
-        except FileExistsError:
-            version += 1
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path, subcommand: str) -> str | None:

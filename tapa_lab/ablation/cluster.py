@@ -1,6 +1,6 @@
 """Grid cells on a SLURM cluster through submitit: one job array per stage and phase (needs the ``cluster`` extra).
 
-Each array task runs one phase of one cell exactly as the local runner does (:func:`~tapa_lab.ablation.runner.
+Each array task runs one phase of one cell exactly as the local runner does (:func:`~tapa_lab.ablation.cell_run.
 run_phase`: ``python -m tapa_lab fit --config <cell>/config.yaml``, under the cell's lock), on the node it lands on.
 
 Requeue belongs to submitit. SLURM warns a task 90 s before its time limit (``--signal=USR2@90``); submitit's
@@ -34,6 +34,7 @@ from rich.markup import escape
 from submitit.helpers import Checkpointable
 
 from tapa_lab.ablation import scheduler
+from tapa_lab.ablation.cell_run import Phase, run_phase
 from tapa_lab.ablation.executor import SlurmOptions, TaskLayout, task_layout
 from tapa_lab.ablation.expand import Cell
 from tapa_lab.ablation.layout import (
@@ -50,7 +51,6 @@ from tapa_lab.ablation.layout import (
 )
 from tapa_lab.ablation.process import lab_process, lock_held
 from tapa_lab.ablation.results import CellResult, read_result
-from tapa_lab.ablation.runner import Phase, run_phase
 
 #: Appended to a cell's ``fit`` inside SLURM: submitit owns requeue, Lightning's is off.
 SLURM_FIT_ARGS = ("--trainer.plugins+=lightning.pytorch.plugins.environments.SLURMEnvironment",

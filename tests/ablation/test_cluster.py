@@ -22,7 +22,7 @@ from grid_cases import EXPERIMENTS, FIXTURE_SET, minimal_grid
 from rich.console import Console
 from submitit.slurm import slurm as submitit_slurm
 
-from tapa_lab.ablation import cluster, runner, scheduler
+from tapa_lab.ablation import cell_run, cluster, scheduler
 from tapa_lab.ablation.cluster import SLURM_FIT_ARGS, CellTask, ClusterLauncher, slurm_executor, with_layout
 from tapa_lab.ablation.command import run_grid, status_grid
 from tapa_lab.ablation.executor import SlurmOptions, TaskLayout, grid_options, resolve_executor, task_layout
@@ -142,7 +142,7 @@ def status_text(out: Path, capsys, monkeypatch) -> str:
 
 def test_debug_executor_submit_and_leave_then_rerun_submits_only_what_is_missing(write_grid, tmp_path, monkeypatch,
                                                                                capsys):
-    monkeypatch.setattr(runner, "lab_process", fake_training("nope"))
+    monkeypatch.setattr(cell_run, "lab_process", fake_training("nope"))
     grid = load_grid(write_grid(minimal_grid(seeds=[1])))
     out = tmp_path / "out"
     cells = expand(grid, out)

@@ -17,7 +17,7 @@ import torch
 import yaml
 from grid_cases import EXPERIMENTS, minimal_grid
 
-from tapa_lab.ablation import runner
+from tapa_lab.ablation import cell_run
 from tapa_lab.ablation.command import run_grid
 from tapa_lab.ablation.expand import Cell
 from tapa_lab.ablation.layout import LOCK_FILE, TRAINED_MARKER, cell_dir, last_checkpoint
@@ -38,7 +38,7 @@ def test_a_cell_owned_by_another_process_is_skipped_naming_its_pid(tmp_path, mon
     folder = cell_dir(tmp_path, cell.cell_id)
     folder.mkdir(parents=True)
     started = []
-    monkeypatch.setattr(runner, "lab_process", lambda *args, **kwargs: started.append(args) or 0)
+    monkeypatch.setattr(cell_run, "lab_process", lambda *args, **kwargs: started.append(args) or 0)
     owner = subprocess.Popen([sys.executable, "-c", "import fcntl, json, os, sys, time\n"
                               f"fd = os.open({str(folder / LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
                               "fcntl.flock(fd, fcntl.LOCK_EX)\n"
@@ -46,21 +46,21 @@ def test_a_cell_owned_by_another_process_is_skipped_naming_its_pid(tmp_path, mon
                               "print('locked', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout.readline().strip() == "locked"
-        result = runner.train_cell(cell, tmp_path, 1, None)
+        result = cell_run.train_cell(cell, tmp_path, 1, None)
     finally:
         owner.kill()
         owner.wait()
     assert result.status == "skipped" and result.error == f"cell {cell.cell_id} is being trained by pid {owner.pid}"
     assert not started and read_result(tmp_path, cell.cell_id) is None  # nothing ran, nothing was overwritten
-    runner.train_cell(cell, tmp_path, 1, None)  # the kernel dropped the dead owner's lock
+    cell_run.train_cell(cell, tmp_path, 1, None)  # the kernel dropped the dead owner's lock
     assert len(started) == 1
 
 
 def test_training_that_exits_cleanly_without_a_checkpoint_is_not_marked_trained(tmp_path, monkeypatch):
     cell = fake_cell()
     cell_dir(tmp_path, cell.cell_id).mkdir(parents=True)
-    monkeypatch.setattr(runner, "lab_process", lambda *args, **kwargs: 0)
-    result = runner.train_cell(cell, tmp_path, 1, None)
+    monkeypatch.setattr(cell_run, "lab_process", lambda *args, **kwargs: 0)
+    result = cell_run.train_cell(cell, tmp_path, 1, None)
     assert result.status == "failed" and "without writing" in result.error
     assert not (cell_dir(tmp_path, cell.cell_id) / TRAINED_MARKER).exists()
 
@@ -69,8 +69,8 @@ def test_training_that_exits_cleanly_without_a_checkpoint_is_not_marked_trained(
         last_checkpoint(tmp_path, cell.cell_id).write_bytes(b"checkpoint")
         return 0
 
-    monkeypatch.setattr(runner, "lab_process", train)
-    assert runner.train_cell(cell, tmp_path, 1, None).status == "finished"
+    monkeypatch.setattr(cell_run, "lab_process", train)
+    assert cell_run.train_cell(cell, tmp_path, 1, None).status == "finished"
     assert (cell_dir(tmp_path, cell.cell_id) / TRAINED_MARKER).is_file()
     assert json.loads((cell_dir(tmp_path, cell.cell_id) / "result.json").read_text())["status"] == "finished"
     assert not list(cell_dir(tmp_path, cell.cell_id).glob(".*.tmp"))  # atomic writes leave no temporary file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tapa_lab.ablation.runner import training_metrics
+from tapa_lab.ablation.cell_run import training_metrics
 from tapa_lab.lit.metrics_file import METRICS_FILE
 
 

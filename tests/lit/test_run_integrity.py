@@ -12,12 +12,13 @@ import pytest
 import torch
 from jsonargparse import Namespace
 
-from tapa_lab.cli import allocate_version, pin_run_folder, run_lightning
+from tapa_lab.cli import run_lightning
 from tapa_lab.errors import ConfigError
 from tapa_lab.eval.load import resolve_checkpoint
 from tapa_lab.lit import checkpoint_io
 from tapa_lab.lit.checkpoint_io import AtomicCheckpointIO, DiskFullError
 from tapa_lab.lit.resume import check_model, run_identity
+from tapa_lab.lit.run_folder import allocate_version, pin_run_folder
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
