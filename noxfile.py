@@ -23,11 +23,25 @@ def install(session: nox.Session, extras: str = "") -> None:
     session.install("-e", f".[{extras}]" if extras else ".")
 
 
+PARALLEL = ["-n", "auto", "--dist", "loadfile"]
+"""pytest-xdist: one worker per core, each test file on one worker (its module fixtures built once)."""
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite on CPU (Triton kernels through the interpreter), with every extra. Args go to pytest."""
+    """The fast test suite on CPU (Triton kernels through the interpreter), with every extra, one pytest-xdist worker
+    per core: every test not marked ``slow`` (what CI runs; minutes). Args go to pytest after those (``-n 0``:
+    serial; ``-m slow``: the slow tests instead, as ``nox -s tests_slow``)."""
     install(session, "dev,hf,cluster")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("pytest", "-m", "not slow", *PARALLEL, *(session.posargs or ["-q"]))
+
+
+@nox.session(default=False)
+def tests_slow(session: nox.Session) -> None:
+    """The long end-to-end tests (marked ``slow``: grids, resumes after kill -9, every logger, DDP, torch.compile, the
+    whole compile matrix sample, the GPU run's whole CPU dry run; about 30 CPU minutes). Args go to pytest."""
+    install(session, "dev,hf,cluster")
+    session.run("pytest", "-m", "slow", *PARALLEL, *(session.posargs or ["-q"]))
 
 
 @nox.session(default=False)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, for tests/cluster/ (nox -s slurm runs `slurm.sh run pytest tests/cluster`).
 #
+#   tests/cluster/slurm.sh install         install the Debian packages when missing (nothing started; .ci/run does this
+#                                          while the test suite runs)
 #   tests/cluster/slurm.sh up              install (Debian packages, when missing), configure, start; wait for idle
 #   tests/cluster/slurm.sh down            stop what `up` started
 #   tests/cluster/slurm.sh run CMD ARGS    up, run CMD with SLURM_CONF set, then down whatever happened (exit: CMD's)
@@ -142,6 +144,7 @@ down() {
 }
 
 case "${1:-}" in
+    install) install_packages ;;
     up) up ;;
     down) down ;;
     run)
@@ -154,5 +157,5 @@ case "${1:-}" in
         "$@" || status=$?
         exit "$status"
         ;;
-    *) echo "usage: $0 up | down | run CMD [ARGS...]" >&2; exit 2 ;;
+    *) echo "usage: $0 install | up | down | run CMD [ARGS...]" >&2; exit 2 ;;
 esac

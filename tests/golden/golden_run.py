@@ -47,8 +47,9 @@ RUN: dict[str, Any] = {
 """The fixed tiny run (the shape of tests/fixture_run.py's CLI run); stored in the golden file's header. One thread:
 the run is then bitwise the same under torch 2.13.0 and 2.14.1, and seconds long on a busy 2-core machine."""
 
-TOLERANCE = 2e-6
-"""Largest allowed |fresh - golden| at any step, just above the largest spread measured (:data:`CALIBRATION`)."""
+TOLERANCE = 2e-5
+"""Largest allowed |fresh - golden| at any step: about twice the largest spread measured (:data:`CALIBRATION`: the
+same run on another CPU, whose MKL/oneDNN kernels sum in another order), 4x below the closest two cases."""
 
 CALIBRATION = {
     "spread": "largest |loss - golden| over all cases and steps",
@@ -56,10 +57,13 @@ CALIBRATION = {
     "1 vs 2 threads (either torch)": 1.67e-6,
     "same torch and threads, run twice": 0.0,
     "the case that moves at 2 threads": "fire (every other case: 0)",
+    "another CPU (AMD EPYC, no AVX-512, vs the machine that wrote the file), 1 or 2 threads": 9.06e-6,
+    "the cases that move there": "tapa-linear 9.1e-6, nope 4.8e-6, fire 2.1e-6, rope-yarn 1.9e-6, tapa-phase-norm "
+                                 "1.7e-6 (every other case <= 1e-6)",
     "ALiBi slopes x 1.01 (tests/golden/test_golden_losses.py)": 3.55e-3,
     "closest two cases (tapa vs tapa-learnable-alpha)": 8.18e-5,
-    "measured": "2026-12-03, one x86-64 Linux machine (2 shared cores), torch 2.13.0+cpu and 2.14.1+cu130 (on CPU), "
-                "python tests/golden/regenerate.py --compare --threads 1|2",
+    "measured": "2026-12-03, two x86-64 Linux machines (2 shared cores each; the file was written on the first), torch "
+                "2.13.0+cpu and 2.14.1+cu130 (on CPU), python tests/golden/regenerate.py --compare --threads 1|2",
 }
 """How :data:`TOLERANCE` was chosen; written into the golden file's header."""
 
@@ -106,14 +110,21 @@ class _Losses(L.Callback):
 
 @contextmanager
 def _isolated(threads: int) -> Iterator[None]:
-    """Run with ``threads`` intra-op threads, then restore the process's threads and determinism setting."""
-    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    """Run with ``threads`` intra-op threads and full-precision float32 matmuls, then restore the process's threads,
+    matmul precision and determinism setting.
+
+    The precision is pinned because ``tapa-lab``'s entry point sets ``high`` for the rest of its process (TF32 on GPUs;
+    oneDNN may use reduced-precision matmuls on CPUs that have them), and tests that call ``main()`` run in the same
+    process before or after this one in whatever order pytest (or pytest-xdist) chooses."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.get_float32_matmul_precision()
     torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1])
+        torch.set_float32_matmul_precision(before[2])
 
 
 def train_losses(case: Case, data_dir: Path, threads: int = RUN["threads"]) -> list[float]:

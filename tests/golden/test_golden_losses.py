@@ -1,10 +1,11 @@
 """Golden losses: a fresh tiny run of every encoding gives the committed first training losses (tests/golden/).
 
-Tolerance: |fresh - golden| <= 2e-6 at every step (``golden_run.TOLERANCE``), just above the largest spread measured
+Tolerance: |fresh - golden| <= 2e-5 at every step (``golden_run.TOLERANCE``), about twice the largest spread measured
 on the fixed run (1 thread, 12 steps): 0 between torch 2.13.0 and 2.14.1, 0 between two runs, 1.67e-6 between 1 and 2
-threads (FIRE; every other case 0). Scaling ALiBi's slopes by 1.01 moves its losses by 3.6e-3, 1800x the bound; the
-two closest cases (TAPA with and without a learnable alpha) differ by 8.2e-5, 40x. A case without a golden line fails,
-asking for ``python tests/golden/regenerate.py``; ``--names <case>`` rewrites a line whose maths changed on purpose.
+threads (FIRE), 9.1e-6 on another CPU (TAPA's linear phase; MKL/oneDNN sum in another order there). Scaling ALiBi's
+slopes by 1.01 moves its losses by 3.6e-3, 180x the bound; the two closest cases (TAPA with and without a learnable
+alpha) differ by 8.2e-5, 4x. A case without a golden line fails, asking for ``python tests/golden/regenerate.py``;
+``--names <case>`` rewrites a line whose maths changed on purpose.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Every Triton kernel of the lab compiles for real GPUs (sm_80 and sm_90) on this CPU machine, fits the target's shared
-memory and registers: each variant of each kernel once per target, with head dims, dtypes and autotune configurations
-sampled in turn (the whole matrix: ``tapa-lab bench compile``). The specialisation of the cases' arguments is Triton's
-own; the cases' TAPA phase operands are laid out as the PEs lay them out; the ptxas log parser and the launch limits."""
+memory and registers. The fast test compiles each kernel at least once per target: per attention kernel the variant
+with every option on and the pipelined TAPA+GQA variant with its largest tiles (the most shared memory), every variant
+of the small kernels. The slow test compiles every variant of every kernel once per target, with head dims, dtypes and
+autotune configurations sampled in turn (the whole matrix: ``tapa-lab bench compile``). The specialisation of the
+cases' arguments is Triton's own; the cases' TAPA phase operands are laid out as the PEs lay them out; the ptxas log
+parser and the launch limits."""
 
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ from triton.backends.compiler import BaseBackend
 
 from tapa_lab.kernels.aot import compile_cases, fits, parse_ptxas_log
 from tapa_lab.kernels.aot_cases import (
+    ATTENTION_KERNELS,
     DEFAULT_DTYPES,
     HEAD_DIMS,
     KERNELS,
     TARGETS,
     Case,
     configs,
+    heaviest,
     phase_operands,
     specialise,
     variants,
@@ -35,23 +40,38 @@ def sampled_cases(cc: int) -> list[Case]:
             d, dtype = HEAD_DIMS[i % len(HEAD_DIMS)], DEFAULT_DTYPES[i // len(HEAD_DIMS) % len(DEFAULT_DTYPES)]
             kernel_configs = configs(kernel, variant, d)
             cases.append(Case(kernel, variant, cc, d, dtype, *kernel_configs[i % len(kernel_configs)]))
-    for kernel in ("fwd", "bwd_dkdv", "bwd_dq"):  # the most shared memory: the largest pipelined tiles at D = 128
-        largest = max(configs(kernel, "tapa+gqa", 128), key=lambda c: c[0] * c[1] * c[3])
-        cases.append(Case(kernel, "tapa+gqa", cc, 128, "bf16", *largest))
+    return cases + [largest_tiles(kernel, cc) for kernel in ATTENTION_KERNELS]
+
+
+def largest_tiles(kernel: str, cc: int) -> Case:
+    """The pipelined TAPA+GQA variant at D = 128 with its largest tiles and most stages: the most shared memory."""
+    largest = max(configs(kernel, "tapa+gqa", 128), key=lambda c: c[0] * c[1] * c[3])
+    return Case(kernel, "tapa+gqa", cc, 128, "bf16", *largest)
+
+
+def quick_cases(cc: int) -> list[Case]:
+    """Each kernel at least once for target ``cc``: per attention kernel its variant with every option on (the most
+    registers) at D = 64 in fp16 and :func:`largest_tiles`; every variant of the other kernels."""
+    cases = []
+    for kernel in KERNELS:
+        if kernel in ATTENTION_KERNELS:
+            everything = heaviest(kernel)[-1]  # the last mode (TAPA) with documents, GQA (and alpha for dq)
+            cases += [Case(kernel, everything, cc, 64, "fp16", *configs(kernel, everything, 64)[0]),
+                      largest_tiles(kernel, cc)]
+        else:
+            cases += [Case(kernel, variant, cc, HEAD_DIMS[i % len(HEAD_DIMS)], "fp16",
+                           *configs(kernel, variant, HEAD_DIMS[i % len(HEAD_DIMS)])[0])
+                      for i, variant in enumerate(variants(kernel))]
     return cases
 
 
-@pytest.fixture(scope="module")
-def compiled() -> dict[Case, dict]:
-    cases = [case for cc in TARGETS for case in sampled_cases(cc)]
+def compile_all(cases: list[Case]) -> dict[Case, dict]:
     results, _ = compile_cases(cases, workers=2)
     return {case: result for case, result in zip(cases, results, strict=True)}
 
 
-@pytest.mark.parametrize("cc", list(TARGETS))
-def test_every_kernel_variant_compiles_and_fits(compiled: dict[Case, dict], cc: int) -> None:
-    results = [r for case, r in compiled.items() if case.cc == cc]
-    assert {(r["kernel"], r["variant"]) for r in results} == {(k, v) for k in KERNELS for v in variants(k)}
+def check_compiled(results: list[dict], cc: int) -> None:
+    """Every result compiled for ``cc``'s PTX target and fits it (registers, shared memory)."""
     failures = [f"{r['kernel']} {r['variant']} D={r['head_dim']} {r['dtype']} "
                 f"{r['block_m']}x{r['block_n']} w{r['warps']} s{r['stages']}: "
                 f"{r.get('error') or (r['shared'], r['regs'])}" for r in results if not r["fits"]]
@@ -60,8 +80,33 @@ def test_every_kernel_variant_compiles_and_fits(compiled: dict[Case, dict], cc: 
     for r in results:
         assert r["ptx_target"] == expected_target
         assert 0 < r["regs"] <= 255 and 0 <= r["shared"] <= TARGETS[cc][1]
-        if r["kernel"] in ("fwd", "bwd_dkdv", "bwd_dq"):
+        if r["kernel"] in ATTENTION_KERNELS:
             assert r["shared"] > 0  # the dots stage their tiles in shared memory
+
+
+@pytest.fixture(scope="module")
+def compiled_quick() -> dict[Case, dict]:
+    return compile_all([case for cc in TARGETS for case in quick_cases(cc)])
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[Case, dict]:
+    return compile_all([case for cc in TARGETS for case in sampled_cases(cc)])
+
+
+@pytest.mark.parametrize("cc", list(TARGETS))
+def test_every_kernel_compiles_and_fits(compiled_quick: dict[Case, dict], cc: int) -> None:
+    results = [r for case, r in compiled_quick.items() if case.cc == cc]
+    assert {r["kernel"] for r in results} == set(KERNELS)
+    check_compiled(results, cc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cc", list(TARGETS))
+def test_every_kernel_variant_compiles_and_fits(compiled: dict[Case, dict], cc: int) -> None:
+    results = [r for case, r in compiled.items() if case.cc == cc]
+    assert {(r["kernel"], r["variant"]) for r in results} == {(k, v) for k in KERNELS for v in variants(k)}
+    check_compiled(results, cc)
 
 
 @pytest.mark.parametrize("value", [0, 1, 2, 16, 17, 64, 1000, 2**31, 0.0, 1.0, 0.5,

@@ -17,13 +17,17 @@ from tapa_lab.cli import run_lightning
 from tapa_lab.posenc import pe_classes
 
 PE_CLASS_PATHS = list(pe_classes())
+QUICK_PES = ("TAPA", "RoPE", "ALiBi", "NoPE")
+"""The PEs whose CLI fit is in the fast path; every PE trains in-process there too (tests/golden/), the rest of this
+CLI fit under ``-m slow``."""
 
 
 def test_pe_discovery_finds_the_shipped_families():
     assert {"NoPE", "ALiBi", "RoPE", "YaRN", "TAPA", "TAPALinearPhase"} <= set(PE_CLASS_PATHS)
 
 
-@pytest.mark.parametrize("pe", PE_CLASS_PATHS)
+@pytest.mark.parametrize("pe", [pe if pe in QUICK_PES else pytest.param(pe, marks=pytest.mark.slow)
+                                for pe in PE_CLASS_PATHS])
 def test_short_fit_decreases_loss(pe, in_tmp, fixture_run, scalars):
     run_lightning(["fit", *fixture_run, "--trainer.max_steps", "40",
                    "--model.posenc", f"tapa_lab.posenc.{pe}", "--model.posenc.backend", "torch"])
