@@ -1,8 +1,9 @@
 """A grid on a real SLURM scheduler through ``--executor slurm --wait false``, as a user runs it: one job array,
 ``status`` while its tasks are queued, running and done (from ``squeue`` and the cell folders), a cell requeued by
-``scontrol requeue`` and one hitting its time limit (SLURM sends submitit's ``USR2``) each resume from their
-``last.ckpt`` and end bit-identical to an uninterrupted run, a failing cell is reported with its error's line, and a
-rerun submits only what is missing or failed (never a queued or running cell).
+``scontrol requeuehold`` (held while ``status`` looks, then released) and one hitting its time limit (SLURM sends
+submitit's ``USR2``) each resume from their ``last.ckpt`` and end bit-identical to an uninterrupted run, a failing
+cell is reported with its error's line, and a rerun submits only what is missing or failed (never a queued or running
+cell).
 
 The module's grids are submitted once (fixture ``grids``); the tests follow them in order.
 """
@@ -13,7 +14,8 @@ import json
 import os
 import signal
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,14 @@ STEPS = 150
 
 
 @dataclass
+class Paused:
+    """A cell's ``fit`` process, paused (SIGSTOP) at its first checkpoint by :func:`pause_at_first_checkpoint`."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    pid: int = 0
+
+
+@dataclass
 class Grids:
     """The two grids of the module, as submitted."""
 
@@ -54,6 +64,9 @@ class Grids:
     life_args: tuple[str, ...]
     submitted: str
     """``run``'s output when it submitted ``life``."""
+    nope_paused: Paused
+    """``life``'s ``nope`` training, paused at its first checkpoint: however fast this machine trains, the cell is
+    mid-run when the tests look at it and requeue it."""
     first_status: dict[str, str]
     """``status`` right after that submission."""
     timeout: Path
@@ -72,6 +85,9 @@ def grids(tmp_path_factory, partition) -> Grids:
     life_args = ("--slurm.partition", partition, "--slurm.time", "10", "--slurm.cpus_per_task", "1",
                  "--slurm.array_parallelism", "1")  # one task at a time: `broken` is queued while `nope` runs
     submitted = submit(life_grid, root / "life", *life_args).stdout
+    paused = Paused()
+    threading.Thread(target=pause_at_first_checkpoint, args=(root / "life", cells(root / "life")["nope"], paused),
+                     daemon=True).start()
     first_status = status_rows(root / "life")
     reference, done = root / "reference", threading.Event()
     config = cell_dir(root / "life", cells(root / "life")["nope"]) / CONFIG_FILE
@@ -81,8 +97,27 @@ def grids(tmp_path_factory, partition) -> Grids:
         done.set()
 
     threading.Thread(target=train_reference, daemon=True).start()
-    return Grids(root / "life", life_grid, life_args, submitted, first_status, root / "timeout", reference, done,
-                 partition)
+    return Grids(root / "life", life_grid, life_args, submitted, paused, first_status, root / "timeout", reference,
+                 done, partition)
+
+
+def pause_at_first_checkpoint(out: Path, cell_id: str, paused: Paused, timeout: float = 300) -> None:
+    """Pause the cell's ``fit`` process (SIGSTOP) as soon as its first ``last.ckpt`` exists; record it in ``paused``.
+
+    The paused process is the training, not the submitit task: SLURM still sees the job running."""
+    lock, deadline = cell_dir(out, cell_id) / LOCK_FILE, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if last_checkpoint(out, cell_id).is_file() and lock.is_file():
+            try:
+                child = json.loads(lock.read_text())["child"]
+            except ValueError:  # read between the owner's truncate and write
+                child = None
+            if child is not None:
+                os.kill(child, signal.SIGSTOP)
+                paused.pid = child
+                paused.done.set()
+                return
+        time.sleep(0.02)
 
 
 def test_run_wait_false_submits_one_job_array_and_status_shows_it_queued(grids):
@@ -99,13 +134,16 @@ def test_run_wait_false_submits_one_job_array_and_status_shows_it_queued(grids):
 def test_a_cell_requeued_by_scontrol_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(grids):
     nope = cells(grids.life)["nope"]
     job = job_of(grids.life, nope)
-    wait_for(lambda: last_checkpoint(grids.life, nope).is_file() and squeue_field(job, "%T") == "RUNNING",
-             "the first checkpoint of the running cell")
-    scontrol("requeue", job)
+    assert grids.nope_paused.done.wait(300), "the cell did not reach its first checkpoint"
+    assert squeue_field(job, "%T") == "RUNNING"
+    # requeued and held, so that it is still queued when `status` looks (a plain requeue starts again in ~20 s)
+    scontrol("requeuehold", job)
+    os.kill(grids.nope_paused.pid, signal.SIGCONT)  # mid-run again: the requeue's SIGTERM ends it as it ends any run
     wait_for(lambda: squeue_field(job, "%T") in ("PENDING", "REQUEUED"), "the requeued job to be queued again")
     assert "queued" in status_rows(grids.life)["nope"]  # queued again, not failed, while SLURM holds it
     submit(grids.life_grid, grids.life, *grids.life_args)  # a rerun now: `broken` only if it failed already
     assert submissions(grids.life, nope) == 1  # a requeued job is alive: never submitted twice
+    scontrol("release", job)
     wait_for(lambda: (r := read_result(grids.life, nope)) is not None and r.status == "finished",
              "the requeued cell to finish", timeout=400)
     trainings = fits(grids.life, nope)
