@@ -29,7 +29,8 @@ def pin_run_folder(config: Namespace, create: bool = False) -> Path:
     names its version pins that folder (configs saved before ``run_dir``). MLflow and W&B log where they are configured
     to (the MLflow run is named ``<name>/version_<n>``); the lab's own files (``config.yaml``, ``checkpoints/``,
     ``metrics.jsonl``, run records) are in the run folder whatever the logger. Starting ``fit`` from scratch in a
-    folder that holds checkpoints is refused (:func:`resolve_ckpt_path`), so nothing already trained is overwritten.
+    folder that holds checkpoints is refused (:func:`tapa_lab.cli.resolve_ckpt_path`), so nothing already trained is
+    overwritten.
 
     Raises:
         ConfigError: naming ``trainer.logger`` when it is ``true`` or its package is not installed.
