@@ -1,5 +1,6 @@
 """Backend dispatch for the attention kernels and RoPE's rotation: ``auto`` = Triton on CUDA (float64 excepted),
-PyTorch elsewhere.
+PyTorch elsewhere (for TAPA on CPU: the fused C++ kernel of :mod:`tapa_lab.kernels.tapa_cpu` where it applies, else the
+blockwise PyTorch path).
 
 ``backend="triton"`` on CPU tensors runs the Triton kernels through Triton's interpreter, which needs
 ``TRITON_INTERPRET=1`` in the environment before triton is first imported; without it the call fails with an error
@@ -17,6 +18,7 @@ from torch import Tensor
 from tapa_lab.kernels.causal_torch import causal_attention_torch
 from tapa_lab.kernels.launch import BACKENDS, Backend, check_launch_device, interpreter_enabled
 from tapa_lab.kernels.rope_torch import rotate
+from tapa_lab.kernels.tapa_cpu import fused_cpu_applies, tapa_attention_cpu
 from tapa_lab.kernels.tapa_torch import tapa_attention_torch
 
 
@@ -77,8 +79,10 @@ def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tenso
         amp_scale: factor of the amplitude dot product (1/sqrt(Da)).
         phase_scale: factor of the phase dot product (1/sqrt(Dp)).
         two_pi: multiply the phase by 2 pi (the paper's formula); false drops the factor.
-        backend: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
-        chunk_size: query rows per block on the PyTorch path; ``None`` chooses. The Triton path ignores it.
+        backend: ``auto`` (Triton on CUDA; on CPU the fused C++ kernel for a scalar ``alpha`` without
+            ``document_ids``, else the blockwise PyTorch path), ``triton`` or ``torch`` (always the blockwise path).
+        chunk_size: query rows per block on the blockwise PyTorch path; ``None`` chooses. The Triton path and the
+            fused CPU kernel ignore it.
         document_ids: ``(B, Lk)`` int document index of each key, as in :func:`causal_attention`; ``None``: none.
 
     Returns:
@@ -90,6 +94,9 @@ def tapa_attention(q_amp: Tensor, k_amp: Tensor, q_phase: Tensor, k_phase: Tenso
 
         return tapa_attention_triton(q_amp, k_amp, q_phase, k_phase, v, alpha=alpha, amp_scale=amp_scale,
                                      phase_scale=phase_factor, document_ids=document_ids)
+    if backend == "auto" and fused_cpu_applies(q_amp, alpha, document_ids):
+        return tapa_attention_cpu(q_amp, k_amp, q_phase, k_phase, v, alpha=float(alpha), amp_scale=amp_scale,
+                                  phase_scale=phase_factor)
     return tapa_attention_torch(q_amp, k_amp, q_phase, k_phase, v, alpha=alpha, amp_scale=amp_scale,
                                 phase_scale=phase_factor, chunk_size=chunk_size, document_ids=document_ids)
 
