@@ -17,6 +17,7 @@ import multiprocessing as mp
 import platform
 import queue as queue_module
 import resource
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,15 +133,18 @@ def _measure(architecture: DecoderConfig, posenc: str, posenc_config: dict, seq_
         step()
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    step_times = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+        if device == "cuda":
+            torch.cuda.synchronize()
+        step_times.append(time.perf_counter() - start)
+    elapsed = sum(step_times)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb() - rss_before)
     return {"posenc": posenc, "seq_len": seq_len, "batch_size": batch_size,
             "tokens_per_s": steps * batch_size * seq_len / elapsed, "step_ms": 1000 * elapsed / steps,
+            "step_spread_pct": 100 * (max(step_times) - min(step_times)) / statistics.median(step_times),
             "peak_memory_mb": peak, "status": "ok"}
 
 
@@ -239,12 +243,14 @@ def bench_training(
 
 
 def _report(results: list[dict], machine: str, out_dir: Path, console: Console) -> None:
-    """Print a rich table (with each PE's ratio to RoPE) and write training.json and training.md."""
+    """Print a rich table (with each PE's ratio to RoPE, and the spread of its step times: (max - min) / median, a
+    measure of how much to trust the ratio on this machine) and write training.json and training.md."""
     rope = {r["seq_len"]: r["tokens_per_s"] for r in results if r["posenc"] == "rope" and "tokens_per_s" in r}
-    header = ["PE", "L", "batch", "tokens/s", "x RoPE", "step ms", "peak MB"]
+    header = ["PE", "L", "batch", "tokens/s", "x RoPE", "step ms", "spread %", "peak MB"]
     rows = [[r["posenc"], str(r["seq_len"]), str(r["batch_size"]), f"{r['tokens_per_s']:.0f}",
              f"{r['tokens_per_s'] / rope[r['seq_len']]:.2f}" if r["seq_len"] in rope else "-",
-             f"{r['step_ms']:.0f}", f"{r['peak_memory_mb']:.0f}"] if "tokens_per_s" in r
-            else [r["posenc"], str(r["seq_len"]), str(r["batch_size"]), r["status"], "-", "-", "-"] for r in results]
+             f"{r['step_ms']:.0f}", f"{r['step_spread_pct']:.0f}", f"{r['peak_memory_mb']:.0f}"] if "tokens_per_s" in r
+            else [r["posenc"], str(r["seq_len"]), str(r["batch_size"]), r["status"], "-", "-", "-", "-"]
+            for r in results]
     write_report(f"Training throughput on {machine}", header, rows, {"machine": machine, "results": results},
                  out_dir, "training", console)

@@ -12,12 +12,13 @@ Public API (kernels never import model code):
 Files: ``launch`` (backend type, dtypes, device checks; no Triton), ``dispatch`` (backend choice), ``reference``
 (materialised, for tests), ``blockwise`` + ``tapa_torch`` + ``causal_torch`` + ``rope_torch`` (PyTorch paths),
 ``triton_score`` + ``triton_fwd`` + ``triton_bwd`` + ``triton_bwd_dq`` (kernels), ``autotune`` (configurations),
-``triton_attention`` (launchers and autograd), ``triton_rope`` (RoPE's rotation: kernel, launcher and autograd). Triton
-is imported only when a Triton path runs.
+``triton_attention`` (launchers and autograd), ``triton_rope`` (RoPE's rotation: kernel, launcher and autograd),
+``cpu/tapa_cpu.cpp`` + ``cpu_build`` + ``tapa_cpu`` (the fused TAPA CPU kernel: C++ source, its build on first use, the
+op). Triton is imported only when a Triton path runs.
 
-torch.compile: the blockwise PyTorch paths, the Triton attention kernels and the Triton rotation are ``torch.library``
-custom ops (``tapa_lab::tapa_blockwise``, ``causal_blockwise``, ``triton_attention``, ``triton_rope``; each attention
-op with a ``..._backward`` op as its registered autograd, and a fake implementation for tracing), registered where
+torch.compile: the blockwise PyTorch paths, the fused CPU kernel, the Triton attention kernels and the Triton rotation
+are ``torch.library`` custom ops (``tapa_lab::tapa_blockwise``, ``tapa_cpu``, ``causal_blockwise``, ``triton_attention``,
+``triton_rope``; each attention op with a ``..._backward`` op as its registered autograd, and a fake implementation for tracing), registered where
 their maths lives, so a compiled model captures every call as one op without a graph break.
 """
 

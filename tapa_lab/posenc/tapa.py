@@ -76,8 +76,10 @@ class TAPA(PositionalEncoding):
         two_pi: keep the paper's 2 pi factor in the phase (set false to compare with code that omits it).
         learnable_alpha: train one alpha per head (kept positive through a log parameterisation); not in the paper.
         chunk_size: on the PyTorch path, queries processed per block (memory O(chunk x L) per head instead of
-            O(L^2)); ``null`` lets the kernel choose. Ignored by the Triton path, which is always blockwise.
-        backend: attention implementation: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton`` or ``torch``.
+            O(L^2)); ``null`` lets the kernel choose. Ignored by the Triton path and the fused CPU kernel (both
+            always blockwise, with their own tiles).
+        backend: attention implementation: ``auto`` (Triton on CUDA; on CPU the fused C++ kernel, or the blockwise
+            PyTorch path with ``learnable_alpha`` or document masking), ``triton`` or ``torch`` (the blockwise path).
         phase_temperature: tau, the phase is divided by it; > 0 (paper: 1). The initial value when
             ``learnable_temperature``.
         learnable_temperature: train one tau per head (through log tau); not in the paper.

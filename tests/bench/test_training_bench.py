@@ -21,9 +21,9 @@ def test_bench_training_writes_json_and_markdown(tmp_path):
           "--tokens_per_batch", "64", "--steps", "1", "--warmup_steps", "0", "--out_dir", str(tmp_path)])
     results = json.loads((tmp_path / "training.json").read_text())["results"]
     assert [(r["posenc"], r["seq_len"], r["batch_size"]) for r in results] == [("rope", 32, 2), ("tapa", 32, 2)]
-    assert all(r["tokens_per_s"] > 0 and r["step_ms"] > 0 for r in results)
+    assert all(r["tokens_per_s"] > 0 and r["step_ms"] > 0 and r["step_spread_pct"] >= 0 for r in results)
     table = (tmp_path / "training.md").read_text()
-    assert "| tapa | 32 | 2 |" in table and "x RoPE" in table
+    assert "| tapa | 32 | 2 |" in table and "x RoPE" in table and "spread %" in table
 
 
 def test_a_fragment_stem_names_the_fragment():

@@ -14,6 +14,7 @@ from torch.library import opcheck
 
 import tapa_lab.kernels.triton_attention  # noqa: F401  (registers the Triton ops)
 import tapa_lab.kernels.triton_rope  # noqa: F401
+from tapa_lab.kernels import cpu_build
 from tapa_lab.kernels import causal_attention, rope_rotate, tapa_attention
 from tapa_lab.kernels.triton_score import ALIBI, PLAIN, TAPA
 
@@ -56,6 +57,7 @@ OPS: dict[str, Callable[[], tuple[object, tuple]]] = {
         *_qkv(0), _leaf(H, seed=5, positive=True), 0.0, 0.35, 2.2, 8, None)),
     "tapa_blockwise-float-alpha-documents": lambda: (torch.ops.tapa_lab.tapa_blockwise.default, (
         *_qkv(10), None, 0.3, 0.35, 2.2, 8, _documents())),
+    "tapa_cpu": lambda: (torch.ops.tapa_lab.tapa_cpu.default, (*_qkv(100), 0.3, 0.35, 2.2, 4, 8)),
     "causal_blockwise-alibi": lambda: (torch.ops.tapa_lab.causal_blockwise.default, (
         *_causal_qkv(20), _leaf(H, seed=25, positive=True), 0.35, 8, None)),
     "causal_blockwise-plain": lambda: (torch.ops.tapa_lab.causal_blockwise.default, (
@@ -77,6 +79,8 @@ OPS: dict[str, Callable[[], tuple[object, tuple]]] = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(OPS))
 def test_custom_op_passes_opcheck(name, device):
+    if name == "tapa_cpu" and (device.type != "cpu" or cpu_build.cpu_kernel() is None):
+        pytest.skip("the fused CPU kernel runs on CPU tensors, where it could be built")
     op, args = OPS[name]()
     checks = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     results = opcheck(op, tuple(_to(device, args)), test_utils=checks)
