@@ -132,12 +132,12 @@ void grads_row(const float* __restrict t, const float* __restrict dist, const fl
 }
 
 struct Dims {
-  int64_t batch, heads, kv_heads, lq, lk, da, dp, dv, offset;
+  int64_t batch, heads, kv_heads, lq, lk, dv, offset;  // offset = Lk - Lq: query i sits at key position offset + i
 };
 
-Dims dims_of(const at::Tensor& q_amp, const at::Tensor& k_amp, const at::Tensor& q_phase, const at::Tensor& v) {
-  return {q_amp.size(0), q_amp.size(1), k_amp.size(1), q_amp.size(2), k_amp.size(2), q_amp.size(3), q_phase.size(3),
-          v.size(3), k_amp.size(2) - q_amp.size(2)};
+Dims dims_of(const at::Tensor& q_amp, const at::Tensor& k_amp, const at::Tensor& v) {
+  return {q_amp.size(0), q_amp.size(1), k_amp.size(1), q_amp.size(2), k_amp.size(2), v.size(3),
+          k_amp.size(2) - q_amp.size(2)};
 }
 
 // A (rows, Dx) block of a (..., L, Dx) tensor's head as a matrix view.
@@ -147,11 +147,12 @@ inline at::Tensor rows_of(const at::Tensor& x, int64_t b, int64_t h, int64_t sta
 
 }  // namespace
 
-// Forward: (out (B, H, Lq, Dv), lse (B, H, Lq)), float32.
+// Forward: (out (B, H, Lq, Dv), lse (B, H, Lq)), float32. pow_table (Lk,) holds |t|^alpha for t = Lk-1 .. 0 (reversed,
+// so a row's keys read it at increasing addresses; 0 at t = 0); tiles of block_q query rows x block_k keys.
 std::vector<at::Tensor> tapa_forward(const at::Tensor& q_amp, const at::Tensor& k_amp, const at::Tensor& q_phase,
                                      const at::Tensor& k_phase, const at::Tensor& v, const at::Tensor& pow_table,
                                      int64_t block_q, int64_t block_k) {
-  const Dims d = dims_of(q_amp, k_amp, q_phase, v);
+  const Dims d = dims_of(q_amp, k_amp, v);
   const int64_t group = d.heads / d.kv_heads, q_blocks = (d.lq + block_q - 1) / block_q;
   auto out = at::empty({d.batch, d.heads, d.lq, d.dv}, q_amp.options());
   auto lse = at::empty({d.batch, d.heads, d.lq}, q_amp.options());
@@ -219,7 +220,7 @@ std::vector<at::Tensor> tapa_backward(const at::Tensor& grad_out, const at::Tens
                                       const at::Tensor& q_phase, const at::Tensor& k_phase, const at::Tensor& v,
                                       const at::Tensor& pow_table, const at::Tensor& lse, const at::Tensor& delta,
                                       int64_t block_q, int64_t block_k) {
-  const Dims d = dims_of(q_amp, k_amp, q_phase, v);
+  const Dims d = dims_of(q_amp, k_amp, v);
   const int64_t group = d.heads / d.kv_heads;
   auto dqa = at::zeros_like(q_amp), dqp = at::zeros_like(q_phase);
   auto dka = at::zeros_like(k_amp), dkp = at::zeros_like(k_phase), dv = at::zeros_like(v);
