@@ -17,9 +17,10 @@ Files: ``launch`` (backend type, dtypes, device checks; no Triton), ``dispatch``
 op). Triton is imported only when a Triton path runs.
 
 torch.compile: the blockwise PyTorch paths, the fused CPU kernel, the Triton attention kernels and the Triton rotation
-are ``torch.library`` custom ops (``tapa_lab::tapa_blockwise``, ``tapa_cpu``, ``causal_blockwise``, ``triton_attention``,
-``triton_rope``; each attention op with a ``..._backward`` op as its registered autograd, and a fake implementation for tracing), registered where
-their maths lives, so a compiled model captures every call as one op without a graph break.
+are ``torch.library`` custom ops (``tapa_lab::tapa_blockwise``, ``tapa_cpu``, ``causal_blockwise``,
+``triton_attention``, ``triton_rope``; each attention op with a ``..._backward`` op as its registered autograd, and a
+fake implementation for tracing), registered where their maths lives, so a compiled model captures every call as one op
+without a graph break.
 """
 
 from tapa_lab.kernels.dispatch import causal_attention, rope_rotate, tapa_attention
