@@ -14,8 +14,7 @@ from torch.library import opcheck
 
 import tapa_lab.kernels.triton_attention  # noqa: F401  (registers the Triton ops)
 import tapa_lab.kernels.triton_rope  # noqa: F401
-from tapa_lab.kernels import cpu_build
-from tapa_lab.kernels import causal_attention, rope_rotate, tapa_attention
+from tapa_lab.kernels import causal_attention, cpu_build, rope_rotate, tapa_attention
 from tapa_lab.kernels.triton_score import ALIBI, PLAIN, TAPA
 
 B, H, HKV, LQ, LK, D = 1, 4, 2, 12, 20, 8
