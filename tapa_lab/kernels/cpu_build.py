@@ -56,9 +56,10 @@ def _load() -> ModuleType | None:
         return load(name=f"tapa_lab_cpu_{suffix}", sources=[str(SOURCE)], extra_cflags=[*BASE_FLAGS, *isa],
                     extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as error:  # no compiler, no ninja, a failed build: fall back, say why once
+        reason = (str(error).strip().splitlines() or [""])[-1]  # a failed build's message ends with its cause
         log.warning("The fused TAPA CPU kernel could not be built (%s: %s); TAPA runs on the blockwise PyTorch path "
                     "(same maths, slower). Install a C++ compiler and `ninja` to build it, or set %s=0 to skip the "
-                    "attempt.", type(error).__name__, str(error).strip().splitlines()[-1:] or "", DISABLE_ENV)
+                    "attempt.", type(error).__name__, reason, DISABLE_ENV)
         return None
 
 
