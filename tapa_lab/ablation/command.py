@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 import warnings
@@ -23,13 +24,14 @@ from tapa_lab.ablation.report import write_report
 from tapa_lab.ablation.runner import Launcher, prepare_folder, record_invocation, run_cells, threads_per_worker
 from tapa_lab.ablation.spec import Grid, GridWarning
 from tapa_lab.ablation.status import grid_status
+from tapa_lab.ablation.subset import restrict
 
 DEFAULT_OUT_ROOT = Path("checkpoints") / "ablations"
 
 
 def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, evaluate: bool = True,
              dry_run: bool = False, executor: Literal["local", "slurm"] = "local", slurm: SlurmOptions | None = None,
-             wait: bool = True) -> None:
+             wait: bool = True, only: dict[str, list[str | int | float]] | None = None) -> None:
     """Expand a grid, train and evaluate every cell (skipping finished ones), and write the report.
 
     Args:
@@ -44,21 +46,27 @@ def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, 
         slurm: cluster settings of ``--executor slurm`` (they override the grid's ``executor:`` block).
         wait: with ``--executor slurm``, wait for the jobs (false: return once they are queued; ``tapa-lab ablation
             status`` follows them, and rerunning ``run`` submits what is missing, failed, or ready next).
+        only: train and evaluate only the cells at these levels, ``{axis or seed: [levels]}``, e.g. ``--only '{pe:
+            [alibi, kerple-power], seed: [1]}'`` (a later stage's cell keeps its parent). The folder and the report
+            still cover the whole grid: a later run without it trains the rest.
     """
     console = Console()
     spec = load_grid_showing_warnings(grid, console)
     options = resolve_executor(executor, spec.executor, slurm)
     folder = Path(out_dir) if out_dir is not None else DEFAULT_OUT_ROOT / spec.name
     cells = expand(spec, folder)
-    table = Table(title=f"{spec.name}: {len(cells)} cells -> {folder}")
+    swept = [spec.select_axis.name] if spec.select_axis else []
+    chosen = cells if only is None else restrict(cells, only, swept)
+    subset = "" if only is None else f" ({len(chosen)} of {len(cells)} chosen by --only)"
+    table = Table(title=f"{spec.name}: {len(chosen)} cells{subset} -> {folder}")
     for column in ("cell", "stage", "levels", "seed", "parent"):
         table.add_column(column)
-    for cell in cells:
+    for cell in chosen:
         table.add_row(cell.cell_id, cell.stage, cell.label(), str(cell.seed), cell.init_from or "")
     console.print(table)
     if dry_run:
         return
-    check_layouts(executor, {cell.cell_id: cell.config["trainer"] for cell in cells})
+    check_layouts(executor, {cell.cell_id: cell.config["trainer"] for cell in chosen})
     renamed = migrate_legacy_cells(cells, folder)
     if renamed:
         console.print(f"{len(renamed)} cell folders renamed from their pre-canonical ids (nothing retrained): "
@@ -72,10 +80,10 @@ def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, 
         launcher = ClusterLauncher(slurm_executor(folder / SUBMITIT_DIR, options), folder,
                                    options.cpus_per_task or 1, wait, console)
     started, start = datetime.now(timezone.utc), time.perf_counter()
-    results = run_cells(spec, cells, folder, workers, console, evaluate, launcher)
+    results = run_cells(spec, chosen, folder, workers, console, evaluate, launcher)
     wall_s = time.perf_counter() - start
     command = ["tapa-lab", "ablation", "run", "--grid", grid, "--out_dir", str(folder), "--workers", str(workers),
-               "--executor", executor]
+               "--executor", executor] + ([] if only is None else ["--only", json.dumps(only)])
     threads = threads_per_worker(workers) if options is None else options.cpus_per_task or 1
     record_invocation(folder, shlex.join(command), workers, started, wall_s, threads)
     counts = Counter(result.status for result in results)
