@@ -60,7 +60,9 @@ def paired_tests_section(grid: Grid, rows: list[Row], metrics: list[str]) -> lis
                 test = paired_test([a for a, _ in values], [b for _, b in values])
                 wilcoxon = (format_p(test.wilcoxon_pvalue) if test.wilcoxon_pvalue is not None
                             else f"n < {WILCOXON_MIN_PAIRS}")
-                lines.append(f"| {label} | {test_metric} | {test.n} | {test.mean_diff:+.4g} | "
-                             f"{format_p(test.t_pvalue)} | {wilcoxon} | {format_number(test.cohens_dz)} |")
+                t_p, d_z = ((format_p(test.t_pvalue), format_number(test.cohens_dz)) if test.n >= 2
+                            else ("n < 2", "n < 2"))  # one seed: a difference, no test
+                lines.append(f"| {label} | {test_metric} | {test.n} | {test.mean_diff:+.4g} | {t_p} | {wilcoxon} | "
+                             f"{d_z} |")
         lines.append("")
     return lines

@@ -95,6 +95,18 @@ def test_paired_tests_pair_each_pe_at_its_own_learning_rate_by_seed(grid_folder)
     assert f"| 3 | {expected.mean_diff:+.4g} | {expected.t_pvalue:.3g} | n < 6 |" in row
 
 
+def test_one_seed_gives_the_difference_and_says_there_is_no_test(grid_folder):
+    grid = yaml.safe_load((grid_folder / "grid.yaml").read_text())
+    grid["seeds"] = [1]
+    (grid_folder / "grid.yaml").write_text(yaml.safe_dump(grid))
+    ids = [cell_id for cell_id in json.loads((grid_folder / "cells.json").read_text()) if cell_id.endswith("-1")]
+    (grid_folder / "cells.json").write_text(json.dumps(ids))
+    report = write_report(grid_folder).read_text()
+    row = table_row(report.split("Paired tests against")[1], "pe=tapa, lr=0.001 | nll@4x")
+    assert f"| 1 | {np.log(PPL_4X['tapa'][0] / PPL_4X['rope'][0]):+.4g} | n < 2 | n < 6 | n < 2 |" in row
+    assert "nan" not in report.split("Paired tests against")[1].split("![")[0]
+
+
 def test_plots_and_hparams_are_written(grid_folder):
     write_report(grid_folder)
     folder = grid_folder / "report"
