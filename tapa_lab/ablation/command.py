@@ -55,7 +55,7 @@ def run_grid(grid: str, out_dir: str | None = None, workers: int | None = None, 
     options = resolve_executor(executor, spec.executor, slurm)
     folder = Path(out_dir) if out_dir is not None else DEFAULT_OUT_ROOT / spec.name
     cells = expand(spec, folder)
-    swept = [spec.select_axis.name] if spec.select_axis else []
+    swept = spec.select_axis.name if spec.select_axis else None
     chosen = cells if only is None else restrict(cells, only, swept)
     subset = "" if only is None else f" ({len(chosen)} of {len(cells)} chosen by --only)"
     table = Table(title=f"{spec.name}: {len(chosen)} cells{subset} -> {folder}")

@@ -21,14 +21,14 @@ SEED = "seed"
 C = TypeVar("C", bound=CellInfo)
 
 
-def restrict(cells: Sequence[C], only: dict[str, list[str | int | float]], swept: Sequence[str] = ()) -> list[C]:
+def restrict(cells: Sequence[C], only: dict[str, list[str | int | float]], swept: str | None = None) -> list[C]:
     """The cells whose level on every named axis (or whose seed) is one of those listed, plus their parents.
 
     Args:
         cells: a grid's cells in run order (:func:`~tapa_lab.ablation.expand.expand`).
         only: ``{axis or "seed": [levels]}``, e.g. ``{"pe": ["alibi", "kerple-power"], "seed": [1]}``; a value axis'
             levels are written as its values (``{"lr": [0.001]}``).
-        swept: the grid's axes with ``select`` (their level is picked over all seeds).
+        swept: the grid's axis with ``select`` (its level is picked over all seeds), if any.
 
     Returns:
         The kept cells, in run order.
@@ -37,18 +37,16 @@ def restrict(cells: Sequence[C], only: dict[str, list[str | int | float]], swept
         GridError: an axis that the grid does not have, or a level that its axis does not have (the message lists
             the allowed names), an empty list, or a restriction of a swept axis or of the seeds of a sweep.
     """
-    allowed: dict[str, list[str]] = {SEED: list(dict.fromkeys(str(cell.seed) for cell in cells))}
+    allowed: dict[str, dict[str, None]] = {SEED: dict.fromkeys(str(cell.seed) for cell in cells)}
     for cell in cells:
         for axis, level in cell.levels.items():
-            allowed.setdefault(axis, [])
-            if level not in allowed[axis]:
-                allowed[axis].append(level)
+            allowed.setdefault(axis, {})[level] = None  # a dict keeps the run order of the levels
     wanted: dict[str, set[str]] = {}
     for axis, levels in only.items():
         if axis not in allowed:
             raise GridError(f"--only: the grid has no axis {axis!r}; allowed: {', '.join(allowed)}")
-        if swept and (axis in swept or axis == SEED):
-            raise GridError(f"--only.{axis}: the grid picks its {', '.join(swept)} level by the mean over every seed "
+        if swept is not None and axis in (swept, SEED):
+            raise GridError(f"--only.{axis}: the grid picks its {swept} level by the mean over every seed "
                             f"(select), so a subset cannot restrict {axis}; restrict another axis")
         if not levels:
             raise GridError(f"--only.{axis}: an empty list keeps no cell; allowed: {', '.join(allowed[axis])}")

@@ -66,8 +66,8 @@ def test_an_axis_or_level_the_grid_lacks_is_refused_listing_the_allowed_ones(onl
 @pytest.mark.parametrize("axis", ["lr", "seed"])
 def test_a_sweep_cannot_be_cut_by_its_own_axis_or_by_seeds(axis):
     with pytest.raises(GridError, match=f"--only.{axis}: the grid picks its lr level"):
-        restrict(CELLS, {axis: [1]}, swept=["lr"])
-    assert ids(restrict(CELLS, {"pe": ["rope"]}, swept=["lr"])) == ["a1", "a2"]
+        restrict(CELLS, {axis: [1]}, swept="lr")
+    assert ids(restrict(CELLS, {"pe": ["rope"]}, swept="lr")) == ["a1", "a2"]
 
 
 def test_run_grid_trains_only_the_chosen_cells_and_records_the_subset(write_grid, tmp_path, monkeypatch):
